@@ -1,0 +1,59 @@
+"""blendprune's library half: models, data, criteria, blending, surgery, cost, training.
+
+Pure functions and modules over torch and torch-pruning; nothing here knows about the
+search (Ray, MLflow, DEAP, Optuna live in `search/`).
+"""
+
+from .blending import Blender, GroupClustering, cluster_group, rank_normalise
+from .candidate import CandidateResult, EvalSettings, Evaluator, GenomeLayout
+from .cost import CostModel, count_cost, measure_latency
+from .criteria import Criterion, get_criterion, list_criteria, register_criterion
+from .data import ImageData, TensorLoader, holdout_split, list_datasets, load_dataset
+from .models import create_model, list_models, load_checkpoint, register_model
+from .plan import Plan, decode_plan, keep_count, ratio_slots
+from .scores import DEFAULT_POOL, ScoreTable, compute_scores
+from .surgery import ChannelGroup, GroupMap, apply_plan, fuse_filters
+from .train import DivergedError, adaptive_bn, evaluate, finetune, train
+
+__all__ = [
+    "DEFAULT_POOL",
+    "Blender",
+    "CandidateResult",
+    "ChannelGroup",
+    "CostModel",
+    "Criterion",
+    "DivergedError",
+    "EvalSettings",
+    "Evaluator",
+    "GenomeLayout",
+    "GroupClustering",
+    "GroupMap",
+    "ImageData",
+    "Plan",
+    "ScoreTable",
+    "TensorLoader",
+    "adaptive_bn",
+    "apply_plan",
+    "cluster_group",
+    "compute_scores",
+    "count_cost",
+    "create_model",
+    "decode_plan",
+    "evaluate",
+    "finetune",
+    "fuse_filters",
+    "get_criterion",
+    "holdout_split",
+    "keep_count",
+    "list_criteria",
+    "list_datasets",
+    "list_models",
+    "load_checkpoint",
+    "load_dataset",
+    "measure_latency",
+    "rank_normalise",
+    "ratio_slots",
+    "register_criterion",
+    "register_model",
+    "train",
+]

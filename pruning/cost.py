@@ -1,0 +1,132 @@
+"""MACs, parameters and latency; and predicting a plan's MACs without building it.
+
+MACs follow the convention of the pruning literature (HRank, DCFF, ABCPruner): the
+multiply-accumulates of convolutions and linear layers, as torch-pruning's op counter
+counts them per layer (BN, ReLU and pooling excluded). Parameters are all parameters.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from .plan import Plan
+from .surgery import GroupMap
+
+__all__ = ["CostModel", "count_cost", "measure_latency"]
+
+
+def count_cost(model: nn.Module, example_input: torch.Tensor) -> tuple[int, int]:
+    """(MACs of conv+linear layers for one sample, parameter count)."""
+    x = example_input[:1]
+    _, _, layer_macs, _ = tp.utils.count_ops_and_params(model, x, layer_wise=True)
+    macs = sum(int(v or 0) for m, v in layer_macs.items() if isinstance(m, (nn.Conv2d, nn.Linear)))
+    return macs, sum(p.numel() for p in model.parameters())
+
+
+@dataclass(frozen=True)
+class _Layer:
+    name: str
+    kind: str  # conv | depthwise | linear | norm
+    in_dim: int
+    out_dim: int
+    per_pair: int  # MACs per (input channel, output channel) pair, per sample
+    weight_per_pair: int
+    bias: bool
+
+
+class CostModel:
+    """Predicts MACs and parameters of `apply_plan(base, plan)` from the plan alone.
+
+    Channel pruning leaves spatial sizes alone, so each layer's cost is a product of
+    its kept input and output widths; the widths come from the same recorded ops the
+    surgery applies, which keeps prediction and surgery in step by construction.
+    """
+
+    def __init__(self, model: nn.Module, group_map: GroupMap, example_input: torch.Tensor) -> None:
+        self.group_map = group_map
+        self.base_macs, self.base_params = count_cost(model, example_input)
+        spatial: dict[str, int] = {}
+        names = {m: n for n, m in model.named_modules()}
+        hooks = [m.register_forward_hook(
+            lambda m, i, o: spatial.__setitem__(names[m], int(np.prod(o.shape[2:])) if o.dim() > 2
+                                                else int(np.prod(o.shape[1:-1]) or 1)))
+            for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                model(example_input[:1])
+        finally:
+            for h in hooks:
+                h.remove()
+            model.train(was_training)
+        layers = []
+        counted = 0
+        for name, m in model.named_modules():
+            if isinstance(m, nn.Conv2d) and name in spatial:
+                k = int(np.prod(m.kernel_size))
+                dw = m.groups == m.in_channels == m.out_channels and m.groups > 1
+                if m.groups != 1 and not dw:
+                    raise ValueError(f"{name}: grouped conv (groups={m.groups}) not supported")
+                layers.append(_Layer(name, "depthwise" if dw else "conv", m.in_channels,
+                                     m.out_channels, k * spatial[name], k, m.bias is not None))
+            elif isinstance(m, nn.Linear) and name in spatial:
+                layers.append(_Layer(name, "linear", m.in_features, m.out_features,
+                                     spatial[name], 1, m.bias is not None))
+            elif isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine:
+                layers.append(_Layer(name, "norm", m.num_features, m.num_features, 0, 0, True))
+            else:
+                continue
+            counted += sum(p.numel() for p in m.parameters(recurse=False))
+        self._layers = tuple(layers)
+        self._other_params = self.base_params - counted
+
+    def widths(self, plan: Plan) -> dict[tuple[str, bool], int]:
+        """(module, is-output-dim) -> number of channels removed by the plan."""
+        return {key: len(idxs) for key, (_, idxs) in self.group_map.removals(plan).items()}
+
+    def predict(self, plan: Plan) -> tuple[int, int]:
+        """(MACs, params) that `count_cost` will report for the pruned model."""
+        removed = self.widths(plan)
+        macs, params = 0, self._other_params
+        for layer in self._layers:
+            out = layer.out_dim - removed.get((layer.name, True), 0)
+            if layer.kind in ("depthwise", "norm"):
+                inp = 1  # one input channel per output channel
+            else:
+                inp = layer.in_dim - removed.get((layer.name, False), 0)
+            if layer.kind == "norm":
+                params += 2 * out
+                continue
+            macs += layer.per_pair * inp * out + (out * layer.per_pair // layer.weight_per_pair
+                                                  if layer.bias else 0)
+            params += layer.weight_per_pair * inp * out + (out if layer.bias else 0)
+        return macs, params
+
+
+def measure_latency(model: nn.Module, example_input: torch.Tensor, *, warmup: int = 5,
+                    repeats: int = 20) -> float:
+    """Median seconds per forward pass of `example_input`, after `warmup` passes."""
+    was_training = model.training
+    model.eval()
+    cuda = example_input.is_cuda
+    samples = []
+    with torch.inference_mode():
+        for i in range(warmup + repeats):
+            if cuda:
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            model(example_input)
+            if cuda:
+                torch.cuda.synchronize()
+            if i >= warmup:
+                samples.append(time.perf_counter() - t0)
+    model.train(was_training)
+    return statistics.median(samples)

@@ -1,0 +1,387 @@
+"""Datasets as uint8 tensors, a stratified holdout split, and an on-device batch loader.
+
+Small datasets (digits, MNIST-like, CIFAR) are read once into uint8 NCHW tensors that
+live on the model's device; normalisation and augmentation (pad-and-crop, flip) happen
+per batch on that device, as in airbench. No DataLoader worker processes for them.
+ImageFolder is the exception: it streams through torchvision with workers.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import gzip
+import os
+import pickle
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "ImageData",
+    "TensorLoader",
+    "holdout_split",
+    "list_datasets",
+    "load_dataset",
+    "register_dataset",
+]
+
+
+@dataclass(frozen=True)
+class ImageData:
+    """A classification dataset: uint8 images (N, C, H, W) and int64 labels.
+
+    `pad` and `flip` are the dataset's default augmentation (pad-and-crop margin,
+    horizontal flips); flipping digits would turn them into other glyphs.
+    """
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+    pad: int = 0
+    flip: bool = False
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.x_train.shape[1])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return int(self.x_train.shape[2]), int(self.x_train.shape[3])
+
+    def mean_std(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-channel mean and std of the training images, in [0, 1] units."""
+        x = self.x_train.float().div_(255)
+        return x.mean((0, 2, 3)), x.std((0, 2, 3)).clamp_min(1e-3)
+
+    def to(self, device: torch.device | str) -> ImageData:
+        return replace(self, x_train=self.x_train.to(device), y_train=self.y_train.to(device),
+                       x_test=self.x_test.to(device), y_test=self.y_test.to(device))
+
+
+DatasetLoader = Callable[[str | None], ImageData]
+_DATASETS: dict[str, DatasetLoader] = {}
+
+
+def register_dataset(name: str) -> Callable[[DatasetLoader], DatasetLoader]:
+    def wrap(fn: DatasetLoader) -> DatasetLoader:
+        _DATASETS[name] = fn
+        return fn
+
+    return wrap
+
+
+def list_datasets(pattern: str = "*") -> list[str]:
+    return sorted(n for n in _DATASETS if fnmatch.fnmatch(n, pattern))
+
+
+def load_dataset(name: str, root: str | None = None) -> ImageData:
+    """Load dataset `name` (from `root` where it needs files); errors name `data.*`."""
+    if name not in _DATASETS:
+        raise ValueError(f"data.dataset: unknown dataset {name!r}; "
+                         f"known: {', '.join(list_datasets())}")
+    return _DATASETS[name](root)
+
+
+def _need_root(name: str, root: str | None) -> str:
+    if root is None:
+        raise ValueError(f"data.root: dataset {name!r} needs data.root (a directory)")
+    if not os.path.exists(root):
+        raise ValueError(f"data.root: {root!r} does not exist")
+    return root
+
+
+def _find(root: str, *names: str) -> str:
+    """The first of `names` under `root` or one level below (archives unpack into a folder)."""
+    for base in (root, *sorted(os.path.join(root, d) for d in os.listdir(root)
+                               if os.path.isdir(os.path.join(root, d)))):
+        for n in names:
+            if os.path.exists(os.path.join(base, n)):
+                return os.path.join(base, n)
+    raise ValueError(f"data.root: none of {list(names)} found in {root!r}")
+
+
+def _nchw(x: np.ndarray, source: str) -> torch.Tensor:
+    if x.dtype != np.uint8:
+        raise ValueError(f"data: {source} holds {x.dtype} images; expected uint8")
+    if x.ndim == 3:  # NHW grayscale
+        x = x[:, None]
+    elif x.ndim == 4 and x.shape[-1] in (1, 3):  # NHWC
+        x = x.transpose(0, 3, 1, 2)
+    else:
+        raise ValueError(f"data: {source} has image shape {x.shape}; expected NHW or NHWC")
+    return torch.from_numpy(np.array(x, copy=True, order="C"))
+
+
+def _labels(y: np.ndarray, n: int, source: str) -> torch.Tensor:
+    y = np.asarray(y).reshape(-1)
+    if y.shape[0] != n:
+        raise ValueError(f"data: {source} has {y.shape[0]} labels for {n} images")
+    if not np.issubdtype(y.dtype, np.integer) or (n and y.min() < 0):
+        raise ValueError(f"data: {source} labels must be non-negative integers")
+    return torch.from_numpy(y.astype(np.int64))
+
+
+def _build(name: str, xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarray,
+           source: str, **aug: object) -> ImageData:
+    x_train, x_test = _nchw(xtr, source), _nchw(xte, source)
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise ValueError(f"data: {source} train images {tuple(x_train.shape[1:])} and test "
+                         f"images {tuple(x_test.shape[1:])} differ in shape")
+    y_train = _labels(ytr, len(x_train), source)
+    y_test = _labels(yte, len(x_test), source)
+    num_classes = int(max(y_train.max(), y_test.max())) + 1
+    return ImageData(name, x_train, y_train, x_test, y_test, num_classes, **aug)  # type: ignore[arg-type]
+
+
+@register_dataset("digits")
+def _digits(root: str | None) -> ImageData:
+    """scikit-learn's bundled 8x8 digits (1,797 images): offline, the embedded default."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = np.clip(d.images * 16, 0, 255).astype(np.uint8)  # 0..16 levels -> 0..255
+    # A fixed, stratified 80/20 train/test split: the test split is for final reports only.
+    train, test = _stratified(d.target, 0.2, seed=0)
+    return _build("digits", x[train], d.target[train], x[test], d.target[test],
+                  "sklearn digits", pad=1, flip=False)
+
+
+def _read_idx(path: str) -> np.ndarray:
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+        magic = int.from_bytes(raw[0:4], "big")
+        ndim = magic & 0xFF
+        if magic >> 8 != 0x08 or ndim not in (1, 3):
+            raise ValueError(f"bad magic number {magic:#x}")
+        dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+        data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+        return data.reshape(dims)
+    except (OSError, EOFError, ValueError) as exc:
+        raise ValueError(f"data.root: {path} is not a valid IDX file ({exc})") from None
+
+
+def _idx_dataset(name: str) -> DatasetLoader:
+    def load(root: str | None) -> ImageData:
+        root = _need_root(name, root)
+        parts = []
+        for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                     "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+            parts.append(_read_idx(_find(root, stem, stem + ".gz")))
+        return _build(name, *parts, f"{name} IDX files in {root}", pad=2, flip=False)
+
+    return load
+
+
+register_dataset("mnist")(_idx_dataset("mnist"))
+register_dataset("fashion-mnist")(_idx_dataset("fashion-mnist"))
+
+
+def _unpickle(path: str) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f, encoding="bytes")
+    except Exception as exc:
+        raise ValueError(f"data.root: cannot read CIFAR batch {path} ({exc})") from None
+
+
+def _cifar_batches(paths: list[str], label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
+    xs, ys = [], []
+    for p in paths:
+        d = _unpickle(p)
+        if b"data" not in d or label_key not in d:
+            raise ValueError(f"data.root: {p} lacks {label_key.decode()!r} or 'data'")
+        xs.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        ys.append(np.asarray(d[label_key]))
+    return np.concatenate(xs).transpose(0, 2, 3, 1), np.concatenate(ys)
+
+
+@register_dataset("cifar10")
+def _cifar10(root: str | None) -> ImageData:
+    """CIFAR-10 in the python-pickle layout (data_batch_1..5, test_batch)."""
+    root = _need_root("cifar10", root)
+    first = _find(root, "data_batch_1")
+    base = os.path.dirname(first)
+    train = [os.path.join(base, f"data_batch_{i}") for i in range(1, 6)]
+    missing = [p for p in train if not os.path.exists(p)]
+    if missing:
+        raise ValueError(f"data.root: missing {missing[0]}")
+    xtr, ytr = _cifar_batches(train, b"labels")
+    xte, yte = _cifar_batches([_find(root, "test_batch")], b"labels")
+    return _build("cifar10", xtr, ytr, xte, yte, f"CIFAR-10 in {root}", pad=4, flip=True)
+
+
+@register_dataset("cifar100")
+def _cifar100(root: str | None) -> ImageData:
+    """CIFAR-100 in the python-pickle layout (train, test; fine labels)."""
+    root = _need_root("cifar100", root)
+    xtr, ytr = _cifar_batches([_find(root, "train")], b"fine_labels")
+    xte, yte = _cifar_batches([_find(root, "test")], b"fine_labels")
+    return _build("cifar100", xtr, ytr, xte, yte, f"CIFAR-100 in {root}", pad=4, flip=True)
+
+
+@register_dataset("npz")
+def _npz(root: str | None) -> ImageData:
+    """A generic `.npz` with x_train, y_train, x_test, y_test (uint8 NHWC or NHW)."""
+    path = _need_root("npz", root)
+    try:
+        with np.load(path, allow_pickle=False) as d:
+            missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in d]
+            if missing:
+                raise ValueError(f"data.root: {path} lacks key {missing[0]!r}")
+            arrays = [d[k] for k in ("x_train", "y_train", "x_test", "y_test")]
+    except ValueError:
+        raise
+    except Exception as exc:
+        raise ValueError(f"data.root: cannot read {path} ({exc})") from None
+    color = arrays[0].ndim == 4 and arrays[0].shape[-1] == 3
+    return _build("npz", *arrays, path, pad=4 if color else 2, flip=color)
+
+
+@register_dataset("imagefolder")
+def _imagefolder(root: str | None) -> ImageData:
+    """`root/{train,test}/<class>/*.jpg`, decoded once into 32x32 tensors.
+
+    Meant for small folders (CIFAR-sized); ImageNet-scale folders need a streaming loader.
+    """
+    from PIL import Image
+
+    root = _need_root("imagefolder", root)
+    splits = []
+    for split in ("train", "test"):
+        d = os.path.join(root, split)
+        if not os.path.isdir(d):
+            d = os.path.join(root, "val")
+            if split == "train" or not os.path.isdir(d):
+                raise ValueError(f"data.root: {root!r} needs train/ and test/ (or val/) folders")
+        classes = sorted(e for e in os.listdir(d) if os.path.isdir(os.path.join(d, e)))
+        if not classes:
+            raise ValueError(f"data.root: no class folders in {d!r}")
+        xs, ys = [], []
+        for label, cls in enumerate(classes):
+            for f in sorted(os.listdir(os.path.join(d, cls))):
+                with Image.open(os.path.join(d, cls, f)) as im:
+                    xs.append(np.asarray(im.convert("RGB").resize((32, 32))))
+                ys.append(label)
+        splits += [np.stack(xs), np.asarray(ys)]
+    return _build("imagefolder", *splits, root, pad=4, flip=True)
+
+
+def _stratified(y: np.ndarray, fraction: float | int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (rest, held) with `fraction` of each class held out (a count if >= 1)."""
+    y = np.asarray(y)
+    n = len(y)
+    n_held = int(fraction) if fraction >= 1 else int(round(fraction * n))
+    if not 0 < n_held < n:
+        raise ValueError(f"data.holdout: {fraction!r} leaves no training or holdout images")
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(y, return_counts=True)
+    # Largest-remainder apportionment keeps per-class proportions and the exact total.
+    quota = counts * n_held / n
+    take = np.floor(quota).astype(int)
+    take[np.argsort(-(quota - take), kind="stable")[: n_held - take.sum()]] += 1
+    held = np.concatenate([rng.permutation(np.flatnonzero(y == c))[:k]
+                           for c, k in zip(classes, take)])
+    mask = np.zeros(n, dtype=bool)
+    mask[held] = True
+    return np.flatnonzero(~mask), np.flatnonzero(mask)
+
+
+def holdout_split(data: ImageData, holdout: float | int, seed: int = 0
+                  ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """Split the *training* set into (train, holdout), stratified and seeded.
+
+    Candidates are selected on the holdout; the test split stays unseen until the end (AMC).
+    """
+    if holdout <= 0:
+        raise ValueError(f"data.holdout: must be > 0, got {holdout!r}")
+    rest, held = _stratified(data.y_train.cpu().numpy(), holdout, seed)
+    rest_t = torch.from_numpy(rest).to(data.x_train.device)
+    held_t = torch.from_numpy(held).to(data.x_train.device)
+    return ((data.x_train[rest_t], data.y_train[rest_t]),
+            (data.x_train[held_t], data.y_train[held_t]))
+
+
+class TensorLoader:
+    """Batches of normalised float images from uint8 tensors, augmented on their device.
+
+    Iteration is a pure function of (seed, epoch): the same loader gives every candidate
+    the same batches in the same order (common random numbers). `epoch` advances after
+    each full pass; `batches(n)` streams n batches across epochs from a given start.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, *, batch_size: int,
+                 mean: torch.Tensor, std: torch.Tensor, augment: bool = False, pad: int = 0,
+                 flip: bool = False, shuffle: bool = True, drop_last: bool = True,
+                 seed: int = 0, channels_last: bool = True) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
+        self.x, self.y = x, y
+        self.batch_size = min(batch_size, len(x))
+        dev = x.device
+        self.mean = mean.to(dev).view(1, -1, 1, 1) * 255
+        self.std = std.to(dev).view(1, -1, 1, 1) * 255
+        self.augment, self.pad, self.flip = augment, pad, flip
+        self.shuffle, self.drop_last, self.seed = shuffle, drop_last, seed
+        self.channels_last = channels_last
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        n = len(self.x)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def _generator(self, epoch: int) -> torch.Generator:
+        g = torch.Generator(device=self.x.device)
+        g.manual_seed(self.seed * 1_000_003 + epoch)
+        return g
+
+    def _prepare(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        x = x.float()
+        if self.augment and self.pad > 0:
+            # One random crop per image from a reflect-padded copy (airbench's batch_crop).
+            n, _, h, w = x.shape
+            p = self.pad
+            padded = F.pad(x, (p, p, p, p), mode="reflect")
+            dx = torch.randint(0, 2 * p + 1, (n,), device=x.device, generator=g)
+            dy = torch.randint(0, 2 * p + 1, (n,), device=x.device, generator=g)
+            rows = (dy.view(n, 1) + torch.arange(h, device=x.device)).view(n, 1, h, 1)
+            cols = (dx.view(n, 1) + torch.arange(w, device=x.device)).view(n, 1, 1, w)
+            x = padded.gather(2, rows.expand(n, x.shape[1], h, w + 2 * p))
+            x = x.gather(3, cols.expand(n, x.shape[1], h, w))
+        if self.augment and self.flip:
+            flips = torch.rand(len(x), device=x.device, generator=g) < 0.5
+            x = torch.where(flips.view(-1, 1, 1, 1), x.flip(3), x)
+        x = (x - self.mean) / self.std
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def iter_epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        g = self._generator(epoch)
+        n = len(self.x)
+        order = (torch.randperm(n, device=self.x.device, generator=g) if self.shuffle
+                 else torch.arange(n, device=self.x.device))
+        for i in range(len(self)):
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            yield self._prepare(self.x[idx], g), self.y[idx]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        yield from self.iter_epoch(self.epoch)
+        self.epoch += 1
+
+    def batches(self, n: int, *, start_epoch: int = 0
+                ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Exactly `n` batches, continuing into further epochs as needed (no side effects)."""
+        epoch, done = start_epoch, 0
+        while done < n:
+            for batch in self.iter_epoch(epoch):
+                if done == n:
+                    return
+                yield batch
+                done += 1
+            epoch += 1

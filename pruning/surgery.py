@@ -1,0 +1,198 @@
+"""Channel groups from torch-pruning's dependency graph, and applying a plan to a model.
+
+The dependency graph is traced once per base model. Each group's pruning operations are
+recorded with the *original* index of every coupled channel (torch-pruning's
+`root_idxs`), so applying a plan to a fresh copy is a handful of `index_select`s through
+torch-pruning's own pruning functions, with no re-tracing per candidate: tracing ResNet-56
+costs ~50 ms, the recorded ops ~1 ms.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from .plan import Plan
+
+__all__ = ["ChannelGroup", "GroupMap", "PruneOp", "apply_plan", "fuse_filters"]
+
+
+@dataclass(frozen=True)
+class PruneOp:
+    """One torch-pruning function applied to one module, in original channel coordinates."""
+
+    module: str
+    handler: Callable[..., Any]
+    out_channels: bool
+    idxs: np.ndarray  # channel indices of this module's dimension
+    root_idxs: np.ndarray  # the group channel each of `idxs` belongs to
+
+
+@dataclass(frozen=True)
+class ChannelGroup:
+    """Channels that must be removed together (a conv, its BN, everything coupled to it)."""
+
+    name: str  # the root module, e.g. "layer1.0.conv1"
+    size: int
+    stage: str  # output resolution of the root, e.g. "16x16": groups of one stage share a slot
+    producers: tuple[str, ...]  # conv/linear modules whose output channels these are
+    norms: tuple[str, ...]  # normalisation layers over these channels
+    ops: tuple[PruneOp, ...] = field(repr=False)
+
+
+def _is_out_fn(dg: tp.DependencyGraph, fn: Callable[..., Any]) -> bool:
+    return bool(dg.is_out_channel_pruning_fn(fn))
+
+
+class GroupMap:
+    """The prunable channel groups of a base model, in a fixed order.
+
+    Args:
+        model: the base model (left unchanged).
+        example_input: one batch of the input shape, used to trace the graph.
+        ignored: modules whose output channels must stay (default: the last Linear,
+            i.e. the classifier).
+    """
+
+    def __init__(self, model: nn.Module, example_input: torch.Tensor,
+                 ignored: Sequence[nn.Module] | None = None) -> None:
+        model_was_training = model.training
+        model.eval()
+        names = {m: n for n, m in model.named_modules()}
+        if ignored is None:
+            linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+            ignored = linears[-1:]
+        shapes: dict[nn.Module, tuple[int, ...]] = {}
+        hooks = [m.register_forward_hook(lambda m, i, o: shapes.__setitem__(m, tuple(o.shape)))
+                 for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+        try:
+            # torch-pruning traces through autograd, so grad mode must be on here.
+            with torch.enable_grad():
+                dg = tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
+        finally:
+            for h in hooks:
+                h.remove()
+            model.train(model_was_training)
+        self.dependency_graph = dg
+        groups: list[ChannelGroup] = []
+        self.dependency_groups: dict[str, Any] = {}
+        for tp_group in dg.get_all_groups(ignored_layers=list(ignored),
+                                          root_module_types=(nn.Conv2d, nn.Linear)):
+            root = tp_group[0].dep.target.module
+            ops, producers, norms = [], [], []
+            for item in tp_group:
+                module = item.dep.target.module
+                if module not in names:  # add/concat/flatten nodes carry no parameters
+                    continue
+                is_out = _is_out_fn(dg, item.dep.handler)
+                ops.append(PruneOp(names[module], item.dep.handler, is_out,
+                                   np.asarray(item.idxs, dtype=np.int64),
+                                   np.asarray(item.root_idxs, dtype=np.int64)))
+                if is_out and isinstance(module, (nn.Conv2d, nn.Linear)):
+                    producers.append(names[module])
+                if is_out and isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    norms.append(names[module])
+            shape = shapes.get(root, ())
+            stage = "x".join(map(str, shape[2:])) if len(shape) > 2 else "linear"
+            name = names[root]
+            groups.append(ChannelGroup(name, len(tp_group[0].idxs), stage, tuple(producers),
+                                       tuple(norms), tuple(ops)))
+            self.dependency_groups[name] = tp_group
+        self.groups: tuple[ChannelGroup, ...] = tuple(groups)
+        self._by_name = {g.name: g for g in self.groups}
+
+    def __getitem__(self, name: str) -> ChannelGroup:
+        return self._by_name[name]
+
+    def __iter__(self) -> Any:
+        return iter(self.groups)
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The traced graph holds autograd nodes and live modules: keep it on this process.
+        state = self.__dict__.copy()
+        state["dependency_graph"] = None
+        state["dependency_groups"] = {}
+        return state
+
+    @property
+    def names(self) -> list[str]:
+        return [g.name for g in self.groups]
+
+    def removals(self, plan: Plan
+                 ) -> dict[tuple[str, bool], tuple[Callable[..., Any], np.ndarray]]:
+        """(module, is-output-dim) -> (pruning fn, sorted original indices to remove)."""
+        pending: dict[tuple[str, bool], list[np.ndarray]] = defaultdict(list)
+        handlers: dict[tuple[str, bool], Callable[..., Any]] = {}
+        for group in self.groups:
+            kept = plan.kept.get(group.name)
+            if kept is None or len(kept) == group.size:
+                continue
+            for op in group.ops:
+                drop = op.idxs[~np.isin(op.root_idxs, kept)]
+                if drop.size:
+                    pending[(op.module, op.out_channels)].append(drop)
+                    handlers[(op.module, op.out_channels)] = op.handler
+        # A concat consumer's input channels come from several groups: remove them in one
+        # call, in original coordinates, so no group's indices shift under another's.
+        return {key: (handlers[key], np.unique(np.concatenate(chunks)))
+                for key, chunks in pending.items()}
+
+
+def fuse_filters(weight: torch.Tensor, kept: np.ndarray, temperature: float) -> torch.Tensor:
+    """DCFF fused filters (arXiv 2107.06916): each kept filter becomes the average of all
+    filters weighted by softmax(-T * distance / mean distance) from it.
+
+    Returns the new weights of the kept filters only, in the order of `kept`.
+    """
+    flat = weight.detach().flatten(1).double()
+    dist = torch.cdist(flat, flat)
+    n = flat.shape[0]
+    mean = dist.sum() / max(n * (n - 1), 1)
+    if mean > 0:
+        dist = dist / mean
+    p = torch.softmax(-temperature * dist[torch.as_tensor(kept)], dim=1)
+    return (p @ flat).reshape(len(kept), *weight.shape[1:]).to(weight.dtype)
+
+
+def apply_plan(base: nn.Module, group_map: GroupMap, plan: Plan, *, keep: str = "select",
+               fuse_temperature: float = 5.0, inplace: bool = False) -> nn.Module:
+    """Return a physically smaller copy of `base` that keeps `plan`'s channels.
+
+    Under `keep="select"` the kept filters' weights are the originals, bit for bit.
+    Under `keep="fuse"` each group's producing convs get DCFF fused filters first.
+    """
+    if keep not in ("select", "fuse"):
+        raise ValueError(f"keep: must be 'select' or 'fuse', got {keep!r}")
+    unknown = set(plan.kept) - set(group_map.names)
+    if unknown:
+        raise ValueError(f"plan: unknown groups {sorted(unknown)}")
+    for name, kept in plan.kept.items():
+        if len(kept) == 0:
+            raise ValueError(f"plan: group {name!r} keeps no channel")
+        if kept.min() < 0 or kept.max() >= group_map[name].size:
+            raise ValueError(f"plan: group {name!r} has indices outside "
+                             f"[0, {group_map[name].size})")
+    model = base if inplace else copy.deepcopy(base)
+    modules = dict(model.named_modules())
+    if keep == "fuse":
+        with torch.no_grad():
+            for name, kept in plan.kept.items():
+                for producer in group_map[name].producers:
+                    layer = modules[producer]
+                    if getattr(layer, "groups", 1) != 1:
+                        continue  # a depthwise filter sees one channel: nothing to fuse
+                    layer.weight[torch.as_tensor(kept)] = fuse_filters(layer.weight, kept,
+                                                                       fuse_temperature)
+    for (module, _), (handler, idxs) in group_map.removals(plan).items():
+        handler(modules[module], idxs.tolist())
+    return model

@@ -1,0 +1,76 @@
+import numpy as np
+import pytest
+import torch
+
+from pruning import (
+    EvalSettings,
+    Evaluator,
+    GenomeLayout,
+    GroupMap,
+    ScoreTable,
+    TensorLoader,
+    compute_scores,
+    count_cost,
+)
+
+POOL = ["l1", "fpgm", "bn_gamma", "taylor", "apoz"]
+
+
+@pytest.fixture(scope="module")
+def evaluator(digits_base):
+    b = digits_base
+    model = b["model"]
+    gm = GroupMap(model, b["train"][0][:1].float())
+    batches = TensorLoader(*b["train"], batch_size=128, mean=b["mean"], std=b["std"]).batches(2)
+    table = compute_scores(model, gm, POOL, batches)
+    layout = GenomeLayout.build(table, gm, granularity="stage", max_ratio=0.8, min_channels=4)
+    return Evaluator(model, gm, table, layout, b["train"], b["holdout"], mean=b["mean"],
+                     std=b["std"], pad=1, settings=EvalSettings(bn_batches=5, finetune_steps=5))
+
+
+def test_layout_bounds_and_stage_slots(evaluator):
+    layout = evaluator.layout
+    assert sorted(layout.slots) == ["2x2", "4x4", "8x8"]
+    lo, hi = layout.bounds()
+    assert len(lo) == len(layout) == len(POOL) + 3 and hi[-1] == 0.8 and hi[0] == 1.0
+    with pytest.raises(ValueError, match="genome: expected 8 genes"):
+        layout.split([0.5] * 3)
+
+
+def test_candidate_is_scored_with_common_random_numbers(evaluator, digits_base):
+    genome = evaluator.layout.make([1, 0, 0, 0, 0], 0.5)
+    a, b = evaluator.evaluate(genome), evaluator.evaluate(genome)
+    assert a.status == "ok" and a.accuracy == b.accuracy and a.plan == b.plan
+    assert 0.1 < a.flops_ratio < 0.5 and a.params_ratio < 0.5
+    pruned = evaluator.prune(genome)
+    x = digits_base["train"][0][:1].float()
+    assert count_cost(pruned, x) == (a.macs, a.params)
+    assert {"decode", "surgery", "adaptive_bn", "finetune", "evaluate"} <= set(a.timings)
+
+
+def test_diverging_candidate_is_failed_not_raised(digits_base, evaluator):
+    bad = Evaluator(evaluator.base, evaluator.group_map, evaluator.table, evaluator.layout,
+                    digits_base["train"], digits_base["holdout"], mean=digits_base["mean"],
+                    std=digits_base["std"], settings=EvalSettings(bn_batches=2,
+                                                                  finetune_steps=5, lr=1e12))
+    res = bad.evaluate(bad.layout.make([1] * 5, 0.3))
+    assert res.status == "failed" and "DivergedError" in res.reason and res.accuracy == 0.0
+
+
+def test_score_table_round_trip_and_corruption(evaluator, tmp_path):
+    path = tmp_path / "scores.npz"
+    evaluator.table.save(path)
+    loaded = ScoreTable.load(path)
+    assert loaded.criteria == POOL and loaded.groups == evaluator.table.groups
+    for g in loaded.groups:
+        for c in POOL:
+            assert np.array_equal(loaded.scores[g][c], evaluator.table.scores[g][c])
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(ValueError, match="scores.npz is unreadable"):
+        ScoreTable.load(path)
+
+
+def test_evaluator_flops_ratio_prediction_is_monotone(evaluator):
+    ratios = [evaluator.flops_ratio(evaluator.layout.make([1] * 5, r)) for r in (0, 0.3, 0.6)]
+    assert ratios[0] == pytest.approx(1.0) and ratios[0] > ratios[1] > ratios[2]
+    assert torch.get_num_threads() >= 1
