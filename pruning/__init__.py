@@ -5,10 +5,11 @@ search (Ray, MLflow, DEAP, Optuna live in `search/`).
 """
 
 from .blending import Blender, GroupClustering, cluster_group, rank_normalise
-from .candidate import CandidateResult, EvalSettings, Evaluator, GenomeLayout
+from .candidate import CandidateResult, Decoder, EvalSettings, Evaluator, GenomeLayout
 from .cost import CostModel, count_cost, measure_latency
 from .criteria import Criterion, get_criterion, list_criteria, register_criterion
 from .data import ImageData, TensorLoader, holdout_split, list_datasets, load_dataset
+from .export import load_pruned, save_pruned
 from .models import create_model, list_models, load_checkpoint, register_model
 from .plan import Plan, decode_plan, keep_count, ratio_slots
 from .scores import DEFAULT_POOL, ScoreTable, compute_scores
@@ -21,6 +22,7 @@ __all__ = [
     "CandidateResult",
     "ChannelGroup",
     "CostModel",
+    "Decoder",
     "Criterion",
     "DivergedError",
     "EvalSettings",
@@ -50,10 +52,12 @@ __all__ = [
     "list_models",
     "load_checkpoint",
     "load_dataset",
+    "load_pruned",
     "measure_latency",
     "rank_normalise",
     "ratio_slots",
     "register_criterion",
     "register_model",
+    "save_pruned",
     "train",
 ]

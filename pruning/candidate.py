@@ -25,7 +25,7 @@ from .scores import ScoreTable
 from .surgery import GroupMap, apply_plan
 from .train import DivergedError, adaptive_bn, evaluate, finetune
 
-__all__ = ["CandidateResult", "EvalSettings", "Evaluator", "GenomeLayout"]
+__all__ = ["CandidateResult", "Decoder", "EvalSettings", "Evaluator", "GenomeLayout"]
 
 
 @dataclass(frozen=True)
@@ -113,6 +113,55 @@ class CandidateResult:
         return asdict(self)
 
 
+class Decoder:
+    """Genome -> plan, and the plan's predicted cost, without touching any weights.
+
+    Cheap enough for the search driver: seeding, constraint checks and reports use it.
+    """
+
+    def __init__(self, table: ScoreTable, layout: GenomeLayout, cost: CostModel,
+                 cluster_threshold: float = 0.1) -> None:
+        self.table, self.layout, self.cost = table, layout, cost
+        self.blender = Blender(table, cluster_threshold)
+
+    def decode(self, genome: Sequence[float]) -> Plan:
+        alpha, values = self.layout.split(genome)
+        blended = self.blender.blend(alpha)
+        return decode_plan(blended, values, self.layout.slot_of,
+                           encoding=self.layout.encoding, min_channels=self.layout.min_channels,
+                           round_to=self.layout.round_to)
+
+    def flops_ratio(self, genome: Sequence[float]) -> float:
+        """Predicted MACs of the genome's plan over the base model's."""
+        return self.cost.predict(self.decode(genome))[0] / self.cost.base_macs
+
+    def min_flops_ratio(self) -> float:
+        """The smallest FLOPs ratio any genome reaches (every slot at its upper bound)."""
+        lo, hi = self.layout.bounds()
+        n_a = len(self.layout.criteria)
+        if self.layout.encoding == "threshold":
+            hi = hi[:n_a] + [min(0.999, v) for v in hi[n_a:]]
+        return self.flops_ratio([1.0] * n_a + hi[n_a:])
+
+    def uniform_value_for(self, alpha: Sequence[float], target: float, *, tol: float = 1e-3
+                          ) -> float:
+        """The smallest uniform ratio (or threshold) whose plan meets `target` FLOPs ratio.
+
+        Bisection: the FLOPs of a uniform plan fall monotonically as the value grows.
+        """
+        upper = self.layout.max_ratio
+        if self.flops_ratio(self.layout.make(alpha, 0.0)) <= target:
+            return 0.0
+        lo, hi = 0.0, upper
+        while hi - lo > tol:
+            mid = (lo + hi) / 2
+            if self.flops_ratio(self.layout.make(alpha, mid)) <= target:
+                hi = mid
+            else:
+                lo = mid
+        return hi
+
+
 class Evaluator:
     """Evaluates genomes against one resident base model.
 
@@ -139,10 +188,11 @@ class Evaluator:
             raise ValueError(f"genome.keep: must be 'select' or 'fuse', got {settings.keep!r}")
         self.base = base.eval()
         self.group_map, self.table, self.layout, self.settings = group_map, table, layout, settings
-        self.blender = Blender(table, cluster_threshold)
         device = next(base.parameters()).device
         self.example_input = train[0][:1].float().to(device)
         self.cost = CostModel(base, group_map, self.example_input)
+        self.decoder = Decoder(table, layout, self.cost, cluster_threshold)
+        self.blender = self.decoder.blender
         common = {"mean": mean, "std": std, "batch_size": settings.batch_size}
         self.bn_loader = TensorLoader(*train, **common, seed=settings.seed + 1)
         self.ft_loader = TensorLoader(*train, **common, augment=True, pad=pad, flip=flip,
@@ -151,15 +201,10 @@ class Evaluator:
                                            shuffle=False, drop_last=False)
 
     def decode(self, genome: Sequence[float]) -> Plan:
-        alpha, values = self.layout.split(genome)
-        blended = self.blender.blend(alpha)
-        return decode_plan(blended, values, self.layout.slot_of,
-                           encoding=self.layout.encoding, min_channels=self.layout.min_channels,
-                           round_to=self.layout.round_to)
+        return self.decoder.decode(genome)
 
     def flops_ratio(self, genome: Sequence[float]) -> float:
-        """Predicted MACs of the genome's plan over the base's, without any surgery."""
-        return self.cost.predict(self.decode(genome))[0] / self.cost.base_macs
+        return self.decoder.flops_ratio(genome)
 
     def evaluate(self, genome: Sequence[float]) -> CandidateResult:
         """Score one genome; a diverging fine-tune or an impossible plan is a failed result."""

@@ -74,3 +74,12 @@ def test_evaluator_flops_ratio_prediction_is_monotone(evaluator):
     ratios = [evaluator.flops_ratio(evaluator.layout.make([1] * 5, r)) for r in (0, 0.3, 0.6)]
     assert ratios[0] == pytest.approx(1.0) and ratios[0] > ratios[1] > ratios[2]
     assert torch.get_num_threads() >= 1
+
+
+def test_decoder_uniform_value_meets_target_and_min_ratio(evaluator):
+    dec = evaluator.decoder
+    alpha = [0, 1, 0, 0, 0]
+    r = dec.uniform_value_for(alpha, 0.5)
+    assert dec.flops_ratio(evaluator.layout.make(alpha, r)) <= 0.5
+    assert dec.flops_ratio(evaluator.layout.make(alpha, max(0.0, r - 0.02))) > 0.5
+    assert 0 < dec.min_flops_ratio() < 0.2

@@ -1,0 +1,118 @@
+"""Optuna's samplers as baselines, on the same genome, trainable and budget.
+
+Optuna's ask/tell interface maps one-to-one onto suggest/on_trial_complete; the FLOPs
+budget goes through the sampler's `constraints_func` (Optuna's constraint-domination).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from .strategy import Genome, Problem, Strategy
+
+__all__ = ["OptunaNSGA2", "OptunaTPE"]
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+_CONSTRAINT = "constraint"
+
+
+def _constraints(trial: optuna.trial.FrozenTrial) -> list[float]:
+    return trial.user_attrs.get(_CONSTRAINT, [1.0])
+
+
+class _Optuna(Strategy):
+    def __init__(self, problem: Problem) -> None:
+        super().__init__(problem)
+        directions = ["maximize" if w > 0 else "minimize" for w in problem.objectives.weights]
+        self.study = optuna.create_study(directions=directions, sampler=self._sampler())
+        self._trials: dict[int, optuna.trial.Trial] = {}
+        self._by_genome: dict[tuple[float, ...], int] = {}
+
+    def _sampler(self) -> optuna.samplers.BaseSampler:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _propose(self) -> Genome:
+        trial = self.study.ask()
+        genome = [trial.suggest_float(f"g{i:03d}", lo, hi)
+                  for i, (lo, hi) in enumerate(zip(self.problem.lower, self.problem.upper))]
+        self._trials[trial.number] = trial
+        self._by_genome[tuple(self.problem.clip(genome))] = trial.number
+        return genome
+
+    def _learn(self, trial_id: str, genome: Genome, result: dict[str, Any] | None) -> None:
+        number = self._by_genome.pop(tuple(genome), None)
+        if number is None:  # a genome re-issued after resume: tell it as a fresh trial
+            self._add(genome, result)
+            return
+        trial = self._trials.pop(number)
+        objectives = self.problem.objectives
+        if result is None or result.get("status") != "ok":
+            self.study.tell(trial, state=TrialState.FAIL)
+            return
+        trial.set_user_attr(_CONSTRAINT, [objectives.violation(result)])
+        self.study.tell(trial, list(objectives.values(result)))
+
+    def _add(self, genome: Genome, result: dict[str, Any] | None) -> None:
+        dists = {f"g{i:03d}": optuna.distributions.FloatDistribution(lo, hi)
+                 for i, (lo, hi) in enumerate(zip(self.problem.lower, self.problem.upper))}
+        params = {f"g{i:03d}": v for i, v in enumerate(genome)}
+        objectives = self.problem.objectives
+        if result is None or result.get("status") != "ok":
+            frozen = optuna.trial.create_trial(params=params, distributions=dists,
+                                               state=TrialState.FAIL)
+        else:
+            frozen = optuna.trial.create_trial(
+                params=params, distributions=dists, values=list(objectives.values(result)),
+                user_attrs={_CONSTRAINT: [objectives.violation(result)]})
+        self.study.add_trial(frozen)
+
+    def get_state(self) -> dict[str, Any]:
+        done = []
+        for t in self.study.get_trials(deep=False, states=(TrialState.COMPLETE,
+                                                           TrialState.FAIL)):
+            genome = [t.params[f"g{i:03d}"] for i in range(len(self.problem.lower))]
+            if t.state == TrialState.COMPLETE:
+                violation = t.user_attrs.get(_CONSTRAINT, [0.0])[0]
+                done.append([genome, list(t.values), violation])
+            else:
+                done.append([genome, None, None])
+        return {**super().get_state(), "trials": done}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        super().set_state(state)
+        names = self.problem.objectives.names
+        keys = {"accuracy": "accuracy", "flops": "flops_ratio", "params": "params_ratio",
+                "latency": "latency"}
+        for genome, values, violation in state["trials"]:
+            if values is None:
+                self._add(genome, None)
+                continue
+            result = {"status": "ok", **{keys[n]: v for n, v in zip(names, values)}}
+            if "flops" not in names:
+                result["flops_ratio"] = self.problem.objectives.max_flops_ratio + violation
+            self._add(genome, result)
+
+
+class OptunaNSGA2(_Optuna):
+    """Optuna's NSGA-II sampler (its own SBX/uniform crossover and mutation)."""
+
+    name = "optuna-nsga2"
+
+    def _sampler(self) -> optuna.samplers.BaseSampler:
+        return optuna.samplers.NSGAIISampler(population_size=self.problem.population,
+                                             seed=self.problem.seed,
+                                             constraints_func=_constraints)
+
+
+class OptunaTPE(_Optuna):
+    """Optuna's multi-objective TPE sampler."""
+
+    name = "optuna-tpe"
+
+    def _sampler(self) -> optuna.samplers.BaseSampler:
+        return optuna.samplers.TPESampler(seed=self.problem.seed, constraints_func=_constraints,
+                                          n_startup_trials=self.problem.population)

@@ -1,0 +1,350 @@
+"""The `blendprune` command: search, resume, train, front, export, presets.
+
+Exit status: 0 success; 2 invalid input (one line naming the field and the value,
+nothing written anywhere); 1 failure at run time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import Config, ConfigError, list_presets, load_config, preset_path
+
+RUN_DIR_TAG = "blendprune.run_dir"
+
+EPILOG = """examples:
+  blendprune search                                  # embedded default: digits, ResNet-20
+  blendprune search cifar10-resnet56 --set data.root=/data/cifar-10-batches-py
+  blendprune search my.yaml --set search.workers=8 --address ray://head:10001
+  blendprune resume runs/digits-resnet20-20260101-120000
+  blendprune front <mlflow-run-id>
+  blendprune export <mlflow-run-id> --rank 0 --out model.pt
+"""
+
+
+class UsageError(ValueError):
+    """Bad command-line input (exit 2)."""
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", nargs="?", default=None,
+                   help="YAML file or preset name (see `blendprune presets`); default: digits")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key, e.g. --set search.population=32 (repeatable)")
+
+
+def _add_tracking_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking URI (default: tracking.uri, else MLFLOW_TRACKING_URI, "
+                        "else MLflow's default local store)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="blendprune", description="Evolutionary search over blended filter-importance "
+        "criteria and per-layer pruning ratios; results in MLflow.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of failures")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("search", help="run a search and its final stage",
+                       description="Prepare the base model and ScoreTable, search genomes on "
+                       "Ray, record every candidate and the Pareto front in MLflow, then "
+                       "fine-tune and export the best of the front.")
+    _add_config_args(p)
+    _add_tracking_arg(p)
+    p.add_argument("--address", default=None,
+                   help="Ray cluster to join (default: ray.address, else RAY_ADDRESS, "
+                        "else a local Ray on 127.0.0.1)")
+    p.add_argument("--output-dir", default=None,
+                   help="folder for run folders (default: output_dir, 'runs')")
+    p.add_argument("--dry-run", action="store_true",
+                   help="validate the config and inputs, print the resolved config, exit")
+
+    p = sub.add_parser("resume", help="continue an interrupted search in its MLflow run",
+                       description="Continue a search from its run folder (or the MLflow "
+                       "parent run id): finished candidates are kept, the rest run; results "
+                       "the tracking server missed are sent.")
+    p.add_argument("run", help="run folder or MLflow parent run id")
+    _add_tracking_arg(p)
+    p.add_argument("--address", default=None, help="Ray cluster to join")
+
+    p = sub.add_parser("train", help="train (and cache) the base model of a config",
+                       description="Train the base model the config describes, report its "
+                       "test accuracy, and save it (also cached for later searches).")
+    _add_config_args(p)
+    p.add_argument("--out", default=None, help="also copy the checkpoint to this file")
+
+    p = sub.add_parser("front", help="print the Pareto front of a search; write its plot")
+    p.add_argument("run", help="MLflow parent run id or run folder")
+    _add_tracking_arg(p)
+    p.add_argument("--plot", default=None, help="where to write the plot (default: "
+                   "front-<run>.png)")
+
+    p = sub.add_parser("export", help="copy a final-stage model out of a search")
+    p.add_argument("run", help="MLflow parent run id or run folder")
+    p.add_argument("--rank", type=int, default=0, help="final-stage rank (0 = most accurate)")
+    p.add_argument("--out", required=True, help="destination file")
+    _add_tracking_arg(p)
+
+    sub.add_parser("presets", help="list the built-in presets")
+    return parser
+
+
+# -- helpers ---------------------------------------------------------------------------
+def _tracking_uri(arg: str | None, cfg_uri: str | None) -> str | None:
+    return arg or cfg_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
+
+
+def _print_how_to_open(uri: str | None, parent: str | None, run_path: Path) -> None:
+    import mlflow
+
+    resolved = uri or mlflow.get_tracking_uri()
+    print(f"\nrun folder: {run_path}")
+    print(f"MLflow run: {parent}")
+    if resolved.startswith(("http://", "https://")):
+        print(f"open: {resolved}/#/experiments (run {parent})")
+    else:
+        print(f"open: mlflow ui --backend-store-uri {resolved} --host 127.0.0.1  "
+              f"(then the run {parent})")
+    print(f"front: blendprune front {parent}" + (f" --tracking-uri {uri}" if uri else ""))
+
+
+def _resolve_run(run: str, uri: str | None) -> tuple[Path | None, str | None, str | None]:
+    """(run folder or None, parent run id or None, tracking uri) for a folder or run id."""
+    path = Path(run)
+    if (path / "config.yaml").exists():
+        from .rundir import RunDir
+
+        state = RunDir(path).state()
+        return path, state.get("parent_run_id"), uri or state.get("tracking_uri")
+    if os.path.sep in run or path.exists():
+        raise UsageError(f"run: {run!r} is not a blendprune run folder (no config.yaml)")
+    from .tracking import _client, check_tracking
+
+    check_tracking(uri)
+    try:
+        parent = _client(uri).get_run(run)
+    except Exception:
+        raise UsageError(f"run: no MLflow run {run!r} at {uri or 'the default store'}") from None
+    if parent.data.tags.get("blendprune.role") != "search":
+        raise UsageError(f"run: MLflow run {run!r} is not a blendprune search")
+    folder = parent.data.tags.get(RUN_DIR_TAG)
+    local = Path(folder) if folder and (Path(folder) / "config.yaml").exists() else None
+    return local, run, uri
+
+
+# -- commands --------------------------------------------------------------------------
+def cmd_search(args: argparse.Namespace) -> int:
+    from .prepare import validate
+
+    cfg = load_config(args.config, args.overrides)
+    if args.output_dir:
+        cfg = cfg.model_copy(update={"output_dir": args.output_dir})
+    ws = validate(cfg)  # every input check happens before anything is written
+    if args.dry_run:
+        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+        return 0
+    uri = _tracking_uri(args.tracking_uri, cfg.tracking.uri)
+    from .tracking import Tracker, check_tracking
+
+    check_tracking(uri)
+    from .rundir import RunDir
+
+    run = RunDir.create(cfg.output_dir, cfg.name, cfg.to_dict())
+    tracker = Tracker(uri, cfg.tracking.experiment)
+    tracker.start(cfg.name, cfg.flat(), run.config_path.read_text(),
+                  tags={RUN_DIR_TAG: str(run.path.resolve())})
+    print(f"run folder: {run.path}   MLflow run: {tracker.parent_id}", flush=True)
+    return _execute(cfg, run, ws, tracker, args.address, resume_state=None)
+
+
+def _execute(cfg: Config, run: Any, ws: Any, tracker: Any, address: str | None,
+             resume_state: dict[str, Any] | None) -> int:
+    from .pipeline import Search, final_stage, format_front, prepare_workspace
+    from .tune_runner import init_ray
+
+    try:
+        init_ray(address or cfg.ray.address, cfg.ray.num_cpus)
+        prepare_workspace(ws, on_ray=True)
+        search = Search(cfg, run, ws, tracker)
+        search.report_clusters()
+        rows = search.run_search(resume_state)
+        print("\nPareto front (holdout accuracy; FLOPs = MACs):")
+        print(format_front(rows))
+        if cfg.final.top_k and rows:
+            print(f"\nfinal stage: fine-tuning the top {min(cfg.final.top_k, len(rows))} for "
+                  f"{cfg.final.epochs} epochs", flush=True)
+            final_stage(cfg, ws, run, tracker, rows)
+    except BaseException:
+        tracker.finish("KILLED" if sys.exc_info()[0] is KeyboardInterrupt else "FAILED")
+        raise
+    tracker.finish("FINISHED")
+    _print_how_to_open(tracker.uri, tracker.parent_id, run.path)
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from .prepare import validate
+    from .rundir import RunDir
+    from .tracking import Tracker, check_tracking
+
+    path, parent, uri = _resolve_run(args.run, args.tracking_uri)
+    if path is None:
+        raise UsageError(f"run: the run folder of {args.run!r} is not on this machine; "
+                         "resume from the machine that ran it")
+    run = RunDir(path)
+    state = run.state()
+    try:
+        cfg = Config.model_validate(run.config())
+    except Exception as exc:
+        raise UsageError(f"run: {run.config_path} is not a valid config ({exc})") from None
+    ws = validate(cfg)
+    check_tracking(uri)
+    tracker = Tracker(uri, state.get("experiment", cfg.tracking.experiment))
+    if parent:
+        tracker.attach(parent)
+    else:  # the server was down when the search began: start its parent run now
+        tracker.start(cfg.name, cfg.flat(), run.config_path.read_text(),
+                      tags={RUN_DIR_TAG: str(run.path.resolve())})
+    done = len(run.records())
+    print(f"resuming {run.path}: {done}/{cfg.search.budget} candidates finished; "
+          f"MLflow run {tracker.parent_id}", flush=True)
+    return _execute(cfg, run, ws, tracker, args.address,
+                    resume_state=state if state.get("strategy") else None)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .prepare import ensure_base_model, validate
+
+    cfg = load_config(args.config, args.overrides)
+    if cfg.model.checkpoint is not None:
+        raise UsageError("model.checkpoint: train builds a base model; unset the checkpoint")
+    ws = validate(cfg)
+    path = ensure_base_model(ws)
+    acc = ws.test_accuracy(ws.model)
+    print(f"base model: {path}\ntest accuracy: {acc:.4f}")
+    if args.out:
+        shutil.copyfile(path, args.out)
+        print(f"copied to {args.out}")
+    return 0
+
+
+def cmd_front(args: argparse.Namespace) -> int:
+    from .pipeline import format_front
+
+    path, parent, uri = _resolve_run(args.run, args.tracking_uri)
+    rows: list[dict[str, Any]] | None = None
+    plot_src: Path | None = None
+    if path is not None:
+        _push_unsent(path, parent, uri)
+        front = path / "pareto" / "front.json"
+        if front.exists():
+            rows = json.loads(front.read_text())["front"]
+            plot_src = path / "pareto" / "front.png"
+    if rows is None:
+        from .tracking import _client
+
+        client = _client(uri)
+        try:
+            local = client.download_artifacts(parent, "pareto")
+        except Exception:
+            raise UsageError(f"run: {args.run!r} has no pareto/front.json yet") from None
+        rows = json.loads((Path(local) / "front.json").read_text())["front"]
+        plot_src = Path(local) / "front.png"
+    print(format_front(rows))
+    out = Path(args.plot or f"front-{parent or path.name}.png")
+    if plot_src is not None and plot_src.exists():
+        shutil.copyfile(plot_src, out)
+        print(f"plot: {out}")
+    return 0
+
+
+def _push_unsent(path: Path, parent: str | None, uri: str | None) -> None:
+    """Send candidates the tracking server missed during the search."""
+    from .rundir import RunDir
+    from .tracking import Tracker
+
+    run = RunDir(path)
+    unsent = [r for r in run.records() if r.get("run_id") is None]
+    if not unsent or parent is None:
+        return
+    tracker = Tracker(uri, run.state().get("experiment", "blendprune"))
+    tracker.attach(parent)
+    sent = 0
+    for record in unsent:
+        record["run_id"] = tracker.candidate(record, look_first=True)
+        if record["run_id"]:
+            run.append(record)
+            sent += 1
+    print(f"sent {sent} of {len(unsent)} candidates the tracking server had missed")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    path, parent, uri = _resolve_run(args.run, args.tracking_uri)
+    src: Path | None = None
+    if path is not None:
+        src = path / "final" / str(args.rank) / "model.pt"
+        if not src.exists():
+            have = sorted(p.name for p in (path / "final").glob("*")) if \
+                (path / "final").exists() else []
+            raise UsageError(f"--rank: {args.rank} has no final model (ranks: "
+                             f"{', '.join(have) or 'none'})")
+    else:
+        from .tracking import _client
+
+        try:
+            src = Path(_client(uri).download_artifacts(parent, f"final/{args.rank}/model.pt"))
+        except Exception:
+            raise UsageError(f"--rank: {args.rank} has no final model in run {parent}") from None
+    shutil.copyfile(src, args.out)
+    print(f"exported rank {args.rank} to {args.out} (load with pruning.load_pruned)")
+    return 0
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    for name in list_presets():
+        text = preset_path(name).read_text()
+        about = next((ln[1:].strip() for ln in text.splitlines() if ln.startswith("#")), "")
+        print(f"{name:<26} {about}")
+    return 0
+
+
+COMMANDS = {"search": cmd_search, "resume": cmd_resume, "train": cmd_train,
+            "front": cmd_front, "export": cmd_export, "presets": cmd_presets}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .tracking import TrackingUnavailable
+
+    try:
+        return COMMANDS[args.command](args)
+    except (ConfigError, UsageError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except TrackingUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; continue with `blendprune resume RUN_FOLDER`", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

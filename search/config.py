@@ -1,0 +1,249 @@
+"""The run configuration (design §4): one validated model per section, every key defaulted.
+
+Errors are `ConfigError`s with one line naming the key and the bad value; the CLI turns
+them into exit status 2 before anything is written.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from pruning import list_criteria
+from pruning.scores import DEFAULT_POOL
+
+__all__ = ["ALGORITHMS", "Config", "ConfigError", "list_presets", "load_config", "preset_path"]
+
+ALGORITHMS = ("deap-nsga2", "deap-steady", "optuna-nsga2", "optuna-tpe", "random")
+
+
+class ConfigError(ValueError):
+    """Invalid user input; the message is one line naming the key and the value."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(_Section):
+    arch: str = Field("resnet20", description="registry name or 'module:function'")
+    checkpoint: str | None = Field(None, description="state dict to prune; null trains one")
+
+
+class DataConfig(_Section):
+    dataset: Literal["digits", "cifar10", "cifar100", "mnist", "fashion-mnist", "npz",
+                     "imagefolder"] = "digits"
+    root: str | None = Field(None, description="folder (or .npz file) holding the dataset")
+    holdout: float = Field(0.1, gt=0, description="fraction (<1) or count of training "
+                                                  "images held out for candidate selection")
+    seed: int = Field(0, description="seed of the holdout split")
+
+
+class BaseTrainingConfig(_Section):
+    epochs: int = Field(30, ge=1)
+    lr: float = Field(0.1, gt=0)
+    batch_size: int = Field(128, ge=1)
+    seed: int = 0
+
+
+class CriteriaConfig(_Section):
+    pool: list[str] = Field(default_factory=lambda: list(DEFAULT_POOL), min_length=1)
+    batches: int = Field(8, ge=1, description="training batches for data-driven criteria")
+    cluster_threshold: float = Field(0.1, ge=0, le=2,
+                                     description="cut of average-linkage clustering on 1-rho")
+
+    @field_validator("pool")
+    @classmethod
+    def _known(cls, pool: list[str]) -> list[str]:
+        known = set(list_criteria())
+        for name in pool:
+            if name not in known:
+                raise ValueError(f"unknown criterion {name!r}; known: "
+                                 f"{', '.join(sorted(known))}")
+        if len(set(pool)) != len(pool):
+            raise ValueError("a criterion appears twice")
+        return pool
+
+
+class GenomeConfig(_Section):
+    encoding: Literal["ratio", "threshold"] = "ratio"
+    granularity: Literal["group", "stage"] = "group"
+    max_ratio: float = Field(0.8, ge=0, lt=1)
+    min_channels: int = Field(4, ge=1)
+    round_to: int = Field(1, ge=1)
+    keep: Literal["select", "fuse"] = "select"
+
+
+class ConstraintsConfig(_Section):
+    max_flops_ratio: float = Field(1.0, gt=0, le=1,
+                                   description="feasible candidates keep at most this "
+                                               "fraction of the base model's MACs")
+
+
+class EvaluationConfig(_Section):
+    bn_batches: int = Field(20, ge=0)
+    finetune_steps: int = Field(50, ge=0)
+    lr: float = Field(0.01, gt=0)
+    batch_size: int = Field(128, ge=1)
+    latency: bool = False
+
+
+class SearchConfig(_Section):
+    algorithm: Literal["deap-nsga2", "deap-steady", "optuna-nsga2", "optuna-tpe",
+                       "random"] = "deap-nsga2"
+    population: int = Field(16, ge=4)
+    generations: int = Field(4, ge=1)
+    seed: int = 0
+    workers: int = Field(2, ge=1)
+    gpus_per_trial: float = Field(0, ge=0)
+    crossover_eta: float = Field(15.0, gt=0)
+    mutation_eta: float = Field(20.0, gt=0)
+    crossover_prob: float = Field(0.9, ge=0, le=1)
+
+    @property
+    def budget(self) -> int:
+        return self.population * self.generations
+
+
+class FinalConfig(_Section):
+    top_k: int = Field(3, ge=0)
+    epochs: int = Field(5, ge=0)
+    lr: float = Field(0.01, gt=0)
+
+
+class TrackingConfig(_Section):
+    experiment: str = "blendprune"
+    uri: str | None = None
+
+
+class RayConfig(_Section):
+    address: str | None = None
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of a local Ray (default: all)")
+
+
+class Config(_Section):
+    name: str = "digits-resnet20"
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    base_training: BaseTrainingConfig = BaseTrainingConfig()
+    criteria: CriteriaConfig = CriteriaConfig()
+    genome: GenomeConfig = GenomeConfig()
+    objectives: list[Literal["accuracy", "flops", "params", "latency"]] = Field(
+        default_factory=lambda: ["accuracy", "flops"])
+    constraints: ConstraintsConfig = ConstraintsConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    search: SearchConfig = SearchConfig()
+    final: FinalConfig = FinalConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    ray: RayConfig = RayConfig()
+    output_dir: str = Field("runs", description="where run folders (checkpoints, models) go")
+
+    @field_validator("objectives")
+    @classmethod
+    def _objectives(cls, objectives: list[str]) -> list[str]:
+        if objectives[:1] != ["accuracy"] or len(set(objectives)) != len(objectives):
+            raise ValueError("must start with 'accuracy' and name each objective once")
+        if len(objectives) < 2:
+            raise ValueError("needs accuracy and at least one cost objective")
+        return objectives
+
+    @model_validator(mode="after")
+    def _latency(self) -> Config:
+        if "latency" in self.objectives and not self.evaluation.latency:
+            object.__setattr__(self, "evaluation",
+                               self.evaluation.model_copy(update={"latency": True}))
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def flat(self) -> dict[str, str]:
+        """Dotted keys -> values, for MLflow params."""
+        out: dict[str, str] = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    walk(f"{prefix}.{k}" if prefix else k, v)
+            else:
+                out[prefix] = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+        walk("", self.to_dict())
+        return out
+
+
+def _format(err: ValidationError) -> str:
+    e = err.errors()[0]
+    key = ".".join(str(p) for p in e["loc"])
+    msg = e["msg"].removeprefix("Value error, ")
+    if e["type"] == "extra_forbidden":
+        return f"{key}: unknown key"
+    return f"{key}: {msg} (got {e.get('input')!r})"
+
+
+def _set(tree: dict[str, Any], dotted: str, raw: str) -> None:
+    keys = dotted.split(".")
+    if not all(keys):
+        raise ConfigError(f"--set: bad key {dotted!r}")
+    node = tree
+    for k in keys[:-1]:
+        child = node.setdefault(k, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set: {'.'.join(keys[:-1])} is not a section")
+        node = child
+    try:
+        node[keys[-1]] = yaml.safe_load(raw) if raw != "" else None
+    except yaml.YAMLError:
+        node[keys[-1]] = raw
+
+
+def preset_path(name: str) -> Path:
+    path = Path(str(resources.files("search") / "presets" / f"{name}.yaml"))
+    if not path.exists():
+        raise ConfigError(f"preset: unknown preset {name!r}; known: {', '.join(list_presets())}")
+    return path
+
+
+def list_presets() -> list[str]:
+    folder = resources.files("search") / "presets"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_config(source: str | None = None, overrides: list[str] | tuple[str, ...] = ()
+                ) -> Config:
+    """Config from a YAML file or preset name (None: the `digits` preset), plus overrides."""
+    if source is None:
+        source = "digits"
+    path = Path(source) if (os.path.sep in source or source.endswith((".yaml", ".yml"))
+                            or Path(source).is_file()) else preset_path(source)
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config: file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"config: {path} is not valid YAML{where}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"config: {path} must hold a mapping, not {type(tree).__name__}")
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set: expected key=value, got {item!r}")
+        _set(tree, key.strip(), value.strip())
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(_format(exc)) from None

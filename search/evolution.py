@@ -1,0 +1,185 @@
+"""NSGA-II (NSGA-III beyond two objectives) over genomes with DEAP's operators.
+
+Two schedules share the operators: `GenerationalNSGA` evaluates a whole generation
+before selecting, `SteadyStateNSGA` breeds one child whenever a worker is free, so a
+slow candidate never idles the others (design §2.6).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+from collections.abc import Iterator
+from typing import Any
+
+from deap import base, tools
+
+from .strategy import Genome, Problem, Strategy
+
+__all__ = ["GenerationalNSGA", "SteadyStateNSGA"]
+
+_FITNESS_CLASSES: dict[tuple[float, ...], type] = {}
+
+
+def _fitness_class(weights: tuple[float, ...]) -> type:
+    # DEAP wants weights as a class attribute; one class per objective set, no creator globals.
+    if weights not in _FITNESS_CLASSES:
+        _FITNESS_CLASSES[weights] = type("Fitness", (base.Fitness,), {"weights": weights})
+    return _FITNESS_CLASSES[weights]
+
+
+class _Individual(list):
+    fitness: base.Fitness
+
+
+class _NSGA(Strategy):
+    """Shared machinery: DEAP individuals, variation, selection, and a private RNG.
+
+    DEAP's operators draw from the global `random` module; `_own_rng` swaps this
+    strategy's state in around every call, so two strategies never share a stream and
+    the state can be saved.
+    """
+
+    def __init__(self, problem: Problem) -> None:
+        super().__init__(problem)
+        self._rng_state: Any = random.Random(problem.seed).getstate()
+        self._fitness = _fitness_class(problem.objectives.weights)
+        n_obj = len(problem.objectives.weights)
+        self._ref_points = tools.uniform_reference_points(n_obj, 12) if n_obj >= 3 else None
+        self.population: list[_Individual] = []
+        self.queue: list[Genome] = []
+        opts = problem.options
+        self.cx_eta = float(opts.get("crossover_eta", 15.0))
+        self.mut_eta = float(opts.get("mutation_eta", 20.0))
+        self.cx_prob = float(opts.get("crossover_prob", 0.9))
+        with self._own_rng():
+            self.queue = self._initial()
+
+    @contextlib.contextmanager
+    def _own_rng(self) -> Iterator[None]:
+        outer = random.getstate()
+        random.setstate(self._rng_state)
+        try:
+            yield
+        finally:
+            self._rng_state = random.getstate()
+            random.setstate(outer)
+
+    def _initial(self) -> list[Genome]:
+        """Generation 0: the single-criterion seeds, then uniform random genomes."""
+        p = self.problem
+        seeds = [list(s) for s in p.seeds[: p.population]]
+        while len(seeds) < p.population:
+            seeds.append([random.uniform(lo, hi) for lo, hi in zip(p.lower, p.upper)])
+        return seeds
+
+    def _individual(self, genome: Genome, fitness: tuple[float, ...] | None = None
+                    ) -> _Individual:
+        ind = _Individual(genome)
+        ind.fitness = self._fitness()
+        if fitness is not None:
+            ind.fitness.values = fitness
+        return ind
+
+    def _select(self, individuals: list[_Individual], k: int) -> list[_Individual]:
+        if self._ref_points is not None:
+            return tools.selNSGA3(individuals, k, self._ref_points)
+        return tools.selNSGA2(individuals, k)
+
+    def _parents(self, n: int) -> list[_Individual]:
+        """Binary crowded tournaments (DEAP's selTournamentDCD wants a multiple of 4)."""
+        pool = list(self.population)
+        if self._ref_points is not None or len(pool) < 4:
+            return [random.choice(pool) for _ in range(n)]
+        tools.selNSGA2(pool, len(pool))  # assigns the crowding distances DCD compares
+        k = 4 * math.ceil(n / 4)
+        out: list[_Individual] = []
+        while len(out) < k:
+            ext = pool + random.sample(pool, (-len(pool)) % 4)
+            out += tools.selTournamentDCD(ext, len(ext))
+        return out[:n]
+
+    def _breed(self, n: int) -> list[Genome]:
+        p = self.problem
+        low, up = list(p.lower), list(p.upper)
+        children: list[Genome] = []
+        parents = self._parents(n + n % 2)
+        for a, b in zip(parents[::2], parents[1::2]):
+            c1, c2 = list(a), list(b)
+            if random.random() < self.cx_prob:
+                c1, c2 = tools.cxSimulatedBinaryBounded(c1, c2, self.cx_eta, low, up)
+            for c in (c1, c2):
+                tools.mutPolynomialBounded(c, self.mut_eta, low, up, indpb=1.0 / len(c))
+                children.append(p.clip(c))
+        return children[:n]
+
+    def _propose(self) -> Genome | None:
+        return self.queue.pop(0) if self.queue else None
+
+    def get_state(self) -> dict[str, Any]:
+        version, internal, gauss = self._rng_state
+        return {**super().get_state(), "queue": self.queue,
+                "population": [[list(i), list(i.fitness.values)] for i in self.population],
+                "rng": [version, list(internal), gauss]}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        super().set_state(state)
+        self.queue = [list(g) for g in state["queue"]]
+        self.population = [self._individual(g, tuple(f)) for g, f in state["population"]]
+        version, internal, gauss = state["rng"]
+        self._rng_state = (version, tuple(internal), gauss)
+
+
+class GenerationalNSGA(_NSGA):
+    """Classic NSGA-II: evaluate `population` children, select parents + children."""
+
+    name = "deap-nsga2"
+
+    def __init__(self, problem: Problem) -> None:
+        super().__init__(problem)
+        self.generation = 0
+        self.offspring: list[_Individual] = []
+
+    def _learn(self, trial_id: str, genome: Genome, result: dict[str, Any] | None) -> None:
+        self.offspring.append(self._individual(genome, self.problem.objectives.fitness(result)))
+        if len(self.offspring) < self.problem.population:
+            return
+        with self._own_rng():
+            self.population = self._select(self.population + self.offspring,
+                                           self.problem.population)
+            self.offspring = []
+            self.generation += 1
+            remaining = self.problem.budget - self.suggested
+            if remaining > 0:
+                self.queue = self._breed(min(remaining, self.problem.population))
+
+    def get_state(self) -> dict[str, Any]:
+        return {**super().get_state(), "generation": self.generation,
+                "offspring": [[list(i), list(i.fitness.values)] for i in self.offspring]}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        super().set_state(state)
+        self.generation = state["generation"]
+        self.offspring = [self._individual(g, tuple(f)) for g, f in state["offspring"]]
+
+
+class SteadyStateNSGA(_NSGA):
+    """(mu + 1) NSGA-II: after generation 0, one child per free worker, survival on arrival."""
+
+    name = "deap-steady"
+
+    def _propose(self) -> Genome | None:
+        if self.queue:
+            return self.queue.pop(0)
+        if len(self.population) < 2:
+            return None  # not enough parents yet: wait for generation 0 to report
+        with self._own_rng():
+            return self._breed(1)[0]
+
+    def _learn(self, trial_id: str, genome: Genome, result: dict[str, Any] | None) -> None:
+        self.population.append(self._individual(genome,
+                                                self.problem.objectives.fitness(result)))
+        if len(self.population) > self.problem.population:
+            with self._own_rng():
+                self.population = self._select(self.population, self.problem.population)

@@ -1,0 +1,301 @@
+"""The search, end to end: prepare -> clustering report -> trials -> front -> final stage.
+
+`Search` owns the run folder, the tracker and the strategy. Each finished candidate is
+appended to the ledger, sent to MLflow and followed by a strategy checkpoint, in that
+order, so a driver killed at any point resumes without losing or repeating a candidate.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import numpy as np
+
+from pruning import Plan, apply_plan, save_pruned, train
+
+from .config import Config
+from .pareto import Objectives
+from .plots import plot_correlation, plot_front
+from .prepare import Workspace, compute_table, prepare
+from .rundir import RunDir
+from .strategy import Problem, Strategy, create_strategy
+from .tracking import Tracker, front_hypervolume, front_of, front_rows
+
+__all__ = ["Search", "final_stage", "format_front", "prepare_workspace", "seed_genomes"]
+
+
+def _log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _fmt_time(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def format_front(rows: list[dict[str, Any]]) -> str:
+    head = f"{'rank':>4} {'index':>5} {'accuracy':>8} {'FLOPs':>10} {'ratio':>6} " \
+           f"{'params':>9} {'ratio':>6}  seed"
+    lines = [head, "-" * len(head)]
+    for rank, r in enumerate(sorted(rows, key=lambda r: -r["accuracy"])):
+        lines.append(f"{rank:>4} {r['index']:>5} {r['accuracy']:>8.4f} {r['flops']:>10,} "
+                     f"{r['flops_ratio']:>6.3f} {r['params']:>9,} {r['params_ratio']:>6.3f}  "
+                     f"{r.get('seed') or ''}")
+    return "\n".join(lines)
+
+
+def seed_genomes(ws: Workspace) -> list[tuple[str, list[float]]]:
+    """One genome per criterion: one-hot alpha at the uniform ratio meeting the budget.
+
+    Without a budget (max_flops_ratio = 1) the seeds target half the base FLOPs, so they
+    are real pruning baselines rather than copies of the unpruned model.
+    """
+    assert ws.decoder is not None and ws.layout is not None
+    budget = ws.config.constraints.max_flops_ratio
+    target = budget if budget < 1.0 else 0.5
+    seeds = []
+    for k, name in enumerate(ws.layout.criteria):
+        alpha = np.eye(len(ws.layout.criteria))[k]
+        value = ws.decoder.uniform_value_for(alpha, target)
+        seeds.append((name, ws.layout.make(alpha, value)))
+    return seeds
+
+
+class Search:
+    def __init__(self, cfg: Config, run: RunDir, ws: Workspace, tracker: Tracker) -> None:
+        self.cfg, self.run, self.ws, self.tracker = cfg, run, ws, tracker
+        self.objectives = Objectives(tuple(cfg.objectives), cfg.constraints.max_flops_ratio)
+        self.records: list[dict[str, Any]] = run.records()
+        self.start_time = time.time()
+        self.seeds: dict[tuple[float, ...], str] = {}
+        self.strategy: Strategy | None = None
+        self.logged_generations = set(run.state().get("logged_generations", []))
+
+    # -- set-up ------------------------------------------------------------------------
+    def problem(self) -> Problem:
+        assert self.ws.layout is not None
+        lo, hi = self.ws.layout.bounds()
+        s = self.cfg.search
+        seeds = seed_genomes(self.ws) if s.algorithm.startswith("deap") else []
+        self.seeds = {tuple(g): name for name, g in seed_genomes(self.ws)}
+        return Problem(tuple(lo), tuple(hi), self.objectives, s.population, s.generations,
+                       s.seed, tuple(tuple(g) for _, g in seeds),
+                       {"crossover_eta": s.crossover_eta, "mutation_eta": s.mutation_eta,
+                        "crossover_prob": s.crossover_prob})
+
+    def report_clusters(self) -> None:
+        """criteria/correlation.png and criteria/clusters.json, on the run and the parent."""
+        assert self.ws.decoder is not None
+        blender = self.ws.decoder.blender
+        rhos = {g: cl.rho for g, cl in blender.clusterings.items()}
+        folder = self.run.path / "criteria"
+        png = plot_correlation(list(blender.criteria), rhos, folder / "correlation.png")
+        clusters = {g: {"size": len(self.ws.table.scores[g][blender.criteria[0]]),
+                        "clusters": cl.clusters,
+                        "rho": np.round(cl.rho, 4).tolist()}
+                    for g, cl in blender.clusterings.items()}
+        payload = {"criteria": list(blender.criteria),
+                   "threshold": self.cfg.criteria.cluster_threshold, "groups": clusters}
+        (folder / "clusters.json").write_text(json.dumps(payload, indent=1))
+        self.tracker.artifacts({"criteria": png})
+        self.tracker.log_dict(payload, "criteria/clusters.json")
+        sizes = [len(c["clusters"]) for c in clusters.values()]
+        _log(f"criteria: {len(blender.criteria)} criteria form {min(sizes)}-{max(sizes)} "
+             f"clusters per group (threshold {self.cfg.criteria.cluster_threshold})")
+
+    # -- one finished candidate ----------------------------------------------------------
+    def on_complete(self, trial_id: str, genome: list[float], result: dict[str, Any] | None
+                    ) -> None:
+        assert self.strategy is not None and self.ws.decoder is not None
+        if result is None:  # the trial crashed (after Tune's retries): a failed candidate
+            plan = self.ws.decoder.decode(genome)
+            macs, params = self.ws.decoder.cost.predict(plan)
+            cost = self.ws.decoder.cost
+            result = {"accuracy": 0.0, "macs": macs, "params": params,
+                      "flops_ratio": macs / cost.base_macs,
+                      "params_ratio": params / cost.base_params, "plan": plan.to_dict(),
+                      "timings": {}, "status": "failed", "reason": "trial crashed",
+                      "latency": None, "bn_accuracy": None}
+        index = len(self.records)
+        record = {"index": index, "trial_id": trial_id, "genome": genome,
+                  "generation": index // self.cfg.search.population,
+                  "seed": self.seeds.get(tuple(genome)), "result": result, "run_id": None}
+        self.run.append(record)                               # 1. durable
+        self.records.append(record)
+        record["run_id"] = self.tracker.candidate(record)     # 2. tracked (or not yet)
+        if record["run_id"] is not None:
+            self.run.append(record)
+        self.strategy.on_trial_complete(trial_id, result)    # 3. learnt and checkpointed
+        self.save_state()
+        if result["status"] != "ok":
+            _log(f"  candidate {index} failed: {result['reason']}")
+        if len(self.records) % self.cfg.search.population == 0 or \
+                len(self.records) == self.cfg.search.budget:
+            self.end_generation()
+
+    def save_state(self) -> None:
+        assert self.strategy is not None
+        self.run.save_state({"parent_run_id": self.tracker.parent_id,
+                             "tracking_uri": self.tracker.uri,
+                             "experiment": self.tracker.experiment,
+                             "algorithm": self.cfg.search.algorithm,
+                             "completed": len(self.records),
+                             "logged_generations": sorted(self.logged_generations),
+                             "strategy": self.strategy.get_state()})
+
+    def end_generation(self) -> None:
+        self.flush()
+        n = len(self.records)
+        gen = (n - 1) // self.cfg.search.population
+        hv = front_hypervolume(self.records, self.objectives)
+        front = front_of(self.records, self.objectives)
+        feasible = [r["result"]["accuracy"] for r in self.records
+                    if self.objectives.feasible(r["result"])]
+        best = max(feasible) if feasible else float("nan")
+        elapsed = time.time() - self.start_time
+        done_now = n - self._completed_at_start
+        eta = elapsed / max(done_now, 1) * (self.cfg.search.budget - n)
+        _log(f"gen {gen:>3}  evaluated {n:>4}/{self.cfg.search.budget}  front {len(front):>3}  "
+             f"hypervolume {hv:.4f}  best acc within budget {best:.4f}  "
+             f"elapsed {_fmt_time(elapsed)}  eta {_fmt_time(eta)}")
+        if self.tracker.generation(gen, {"hypervolume": hv, "front_size": len(front),
+                                         "evaluated": n, "best_feasible_accuracy":
+                                         0.0 if not feasible else best}):
+            self.logged_generations.add(gen)
+        self.save_state()
+
+    def flush(self) -> int:
+        """Re-send candidates the tracking server missed; returns how many remain unsent."""
+        missing = 0
+        for record in self.records:
+            if record["run_id"] is None:
+                record["run_id"] = self.tracker.candidate(record, look_first=True)
+                if record["run_id"] is None:
+                    missing += 1
+                else:
+                    self.run.append(record)
+        return missing
+
+    # -- the whole search ------------------------------------------------------------------
+    def run_search(self, resume_state: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        from .tune_runner import StrategySearcher, run_trials
+
+        self._completed_at_start = len(self.records)
+        self.strategy = create_strategy(self.cfg.search.algorithm, self.problem())
+        if resume_state:
+            self.restore_strategy(resume_state)
+        remaining = self.cfg.search.budget - len(self.records)
+        if remaining > 0:
+            _log(f"search: {self.cfg.search.algorithm}, {remaining} of "
+                 f"{self.cfg.search.budget} candidates to go on {self.cfg.search.workers} "
+                 f"workers")
+            searcher = StrategySearcher(self.strategy, self.on_complete)
+            run_trials(self.ws, searcher, num_samples=remaining,
+                       storage=str((self.run.path / "tune").resolve()),
+                       name=f"trials-{len(self.records):04d}")
+        missing = self.flush()
+        if missing:
+            _log(f"warning: {missing} candidates are not in MLflow yet (server unreachable); "
+                 f"they are safe in {self.run.path}; `blendprune resume {self.run.path}` "
+                 "sends them once the server is back")
+        return self.write_front()
+
+    def restore_strategy(self, state: dict[str, Any]) -> None:
+        """Strategy state from the checkpoint, plus any candidate the ledger has that the
+        checkpoint missed (driver killed between the two writes)."""
+        assert self.strategy is not None
+        s = state["strategy"]
+        late = {r["trial_id"]: r for r in self.records if r["trial_id"] in s["pending"]}
+        self.strategy.set_state(s)
+        for trial_id, record in late.items():
+            genome = s["pending"][trial_id]
+            self.strategy.retry.remove(genome)
+            self.strategy.pending[trial_id] = genome
+            self.strategy.on_trial_complete(trial_id, record["result"])
+        self.save_state()
+
+    def write_front(self) -> list[dict[str, Any]]:
+        front = front_of(self.records, self.objectives)
+        rows = front_rows(self.records, front)
+        folder = self.run.path / "pareto"
+        folder.mkdir(exist_ok=True)
+        (folder / "front.json").write_text(json.dumps({"front": rows}, indent=1))
+        png = plot_front(self.records, front, folder / "front.png",
+                         max_flops_ratio=self.cfg.constraints.max_flops_ratio,
+                         title=f"{self.cfg.name}: {self.cfg.search.algorithm}, "
+                               f"{len(self.records)} candidates",
+                         base_accuracy=self.ws.base_accuracy)
+        self.tracker.front(rows, png)
+        return rows
+
+
+def final_stage(cfg: Config, ws: Workspace, run: RunDir, tracker: Tracker,
+                rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Fine-tune the top-k of the front longer, report test accuracy, export the models."""
+    if cfg.final.top_k == 0 or not rows:
+        return []
+    picks = sorted(rows, key=lambda r: -r["accuracy"])[: cfg.final.top_k]
+    records = {r["index"]: r for r in run.records()}
+    out = []
+    for rank, row in enumerate(picks):
+        plan = Plan.from_dict(records[row["index"]]["result"]["plan"])
+        model = apply_plan(ws.model, ws.group_map, plan, keep=cfg.genome.keep)
+        if cfg.final.epochs:
+            loader = ws.loader(*ws.train, train=True, batch_size=cfg.evaluation.batch_size,
+                               seed=cfg.search.seed + rank)
+            train(model, loader, epochs=cfg.final.epochs, lr=cfg.final.lr, warmup_epochs=0.0,
+                  label_smoothing=0.0)
+        test_acc = ws.test_accuracy(model)
+        folder = run.path / "final" / str(rank)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_pruned(model, folder / "model.pt", arch=cfg.model.arch, plan=plan,
+                    num_classes=ws.data.num_classes,
+                    input_shape=(1, *ws.train[0].shape[1:]),
+                    extra={"index": row["index"], "test_accuracy": test_acc,
+                           "mean": ws.mean.tolist(), "std": ws.std.tolist()})
+        (folder / "README.md").write_text(_LOAD_NOTE.format(rank=rank))
+        result = {"rank": rank, "index": row["index"], "holdout_accuracy": row["accuracy"],
+                  "test_accuracy": test_acc, "flops": row["flops"],
+                  "flops_ratio": row["flops_ratio"], "params": row["params"]}
+        (folder / "metrics.json").write_text(json.dumps(result, indent=1))
+        tracker.artifacts({f"final/{rank}": folder / "model.pt"})
+        tracker.artifacts({f"final/{rank}": folder / "README.md"})
+        tracker.metrics({f"final_{rank}_test_accuracy": test_acc,
+                         f"final_{rank}_flops_ratio": row["flops_ratio"]})
+        _log(f"final {rank}: candidate {row['index']}  holdout {row['accuracy']:.4f}  "
+             f"test {test_acc:.4f} after {cfg.final.epochs} epochs  "
+             f"FLOPs ratio {row['flops_ratio']:.3f}")
+        out.append(result)
+    if ws.base_accuracy is not None:
+        tracker.metrics({"base_test_accuracy": ws.test_accuracy(ws.model)})
+    tracker.log_dict({"final": out}, "final/summary.json")
+    return out
+
+
+_LOAD_NOTE = """# Pruned model (rank {rank} of the final stage)
+
+`model.pt` holds the arch, the pruning plan and the pruned weights as plain tensors
+(`torch.load(..., weights_only=True)` reads it). To get a runnable module:
+
+```python
+from pruning import load_pruned
+model, meta = load_pruned("model.pt")   # rebuilds the arch, applies the plan, loads weights
+# inputs: float images normalised with meta["extra"]["mean"] / ["std"] (per channel, 0..1)
+```
+"""
+
+
+def prepare_workspace(ws: Workspace, *, on_ray: bool) -> Workspace:
+    """Prepare; the ScoreTable is computed on a Ray task when Ray is up."""
+    compute = None
+    if on_ray:
+        import ray
+
+        remote = ray.remote(num_cpus=1)(compute_table)
+
+        def compute(w: Workspace) -> Any:
+            return ray.get(remote.remote(w))
+
+    return prepare(ws, compute=compute, log=_log)

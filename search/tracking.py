@@ -1,0 +1,232 @@
+"""MLflow layout of design §4, written with `MlflowClient` (no global active run).
+
+Tracking must never stop a search: a failed call leaves the candidate unsent in the
+run folder's ledger, and `flush` re-sends it later (next generation, end of search,
+`blendprune resume`). Re-sending first looks for a child run already tagged with the
+candidate's index, so nothing is recorded twice.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .pareto import Objectives, hypervolume, non_dominated
+
+__all__ = ["TrackingUnavailable", "Tracker", "check_tracking", "front_of"]
+
+ROLE = "blendprune.role"
+INDEX = "blendprune.index"
+PARENT = "mlflow.parentRunId"
+
+# A stalled tracking server must not stall the search: few retries, short timeouts.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+
+
+class TrackingUnavailable(RuntimeError):
+    """The tracking URI cannot be reached."""
+
+
+def _client(uri: str | None) -> Any:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def check_tracking(uri: str | None) -> None:
+    """Fail fast (exit 1, before any compute) when the tracking store is unreachable."""
+    try:
+        _client(uri).search_experiments(max_results=1)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TrackingUnavailable(f"tracking.uri: cannot reach {uri or 'the default store'}: "
+                                  f"{first[:200]}") from None
+
+
+def front_of(records: Sequence[dict[str, Any]], objectives: Objectives) -> list[int]:
+    """Positions in `records` of the non-dominated feasible candidates."""
+    feasible = [i for i, r in enumerate(records) if objectives.feasible(r["result"])]
+    if not feasible:
+        return []
+    pts = np.array([objectives.values(records[i]["result"]) for i in feasible])
+    return [feasible[int(k)] for k in non_dominated(pts, objectives.weights)]
+
+
+def front_hypervolume(records: Sequence[dict[str, Any]], objectives: Objectives) -> float:
+    front = front_of(records, objectives)
+    if not front:
+        return 0.0
+    pts = np.array([objectives.values(records[i]["result"]) for i in front])
+    ref = [0.0 if w > 0 else 1.0 for w in objectives.weights]
+    return hypervolume(pts, objectives.weights, ref)
+
+
+def front_rows(records: Sequence[dict[str, Any]], front: Sequence[int]) -> list[dict[str, Any]]:
+    rows = []
+    for i in sorted(front, key=lambda i: records[i]["result"]["flops_ratio"]):
+        r = records[i]
+        res = r["result"]
+        rows.append({"index": r["index"], "run_id": r.get("run_id"),
+                     "accuracy": res["accuracy"], "flops": res["macs"],
+                     "params": res["params"], "flops_ratio": res["flops_ratio"],
+                     "params_ratio": res["params_ratio"], "latency": res.get("latency"),
+                     "seed": r.get("seed"), "genome": r["genome"]})
+    return rows
+
+
+class Tracker:
+    """Parent run of one search and its children; every call tolerates a dead server."""
+
+    def __init__(self, uri: str | None, experiment: str) -> None:
+        self.uri, self.experiment = uri, experiment
+        self.client = _client(uri)
+        self.parent_id: str | None = None
+        self.experiment_id: str | None = None
+        self.warned = False
+
+    def start(self, name: str, params: dict[str, str], config_yaml: str,
+              tags: dict[str, str] | None = None) -> str:
+        exp = self.client.get_experiment_by_name(self.experiment)
+        self.experiment_id = (exp.experiment_id if exp is not None
+                              else self.client.create_experiment(self.experiment))
+        run = self.client.create_run(self.experiment_id, run_name=name,
+                                     tags={ROLE: "search", **(tags or {})})
+        self.parent_id = run.info.run_id
+        from mlflow.entities import Param
+
+        items = [Param(k, v[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.parent_id, params=items[i:i + 100])
+        self.client.log_text(self.parent_id, config_yaml, "config.yaml")
+        return self.parent_id
+
+    def attach(self, parent_id: str) -> None:
+        run = self.client.get_run(parent_id)
+        self.parent_id, self.experiment_id = parent_id, run.info.experiment_id
+        if run.info.status != "RUNNING":
+            self.client.update_run(parent_id, status="RUNNING")
+
+    def _warn(self, what: str, exc: Exception) -> None:
+        if not self.warned:
+            print(f"warning: tracking server unavailable ({what}: "
+                  f"{str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}); "
+                  "results are kept in the run folder and re-sent later", flush=True)
+            self.warned = True
+
+    def _existing_child(self, index: int) -> str | None:
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{PARENT}` = '{self.parent_id}' and tags.`{INDEX}` = '{index}'",
+            max_results=1)
+        return runs[0].info.run_id if runs else None
+
+    def candidate(self, record: dict[str, Any], *, look_first: bool = False) -> str | None:
+        """Log one candidate as a nested child run; its run id, or None if the server failed."""
+        from mlflow.entities import Metric, Param
+
+        try:
+            run_id = self._existing_child(record["index"]) if look_first else None
+            if run_id is None:
+                run_id = self.client.create_run(
+                    self.experiment_id, run_name=f"candidate-{record['index']:04d}",
+                    tags={ROLE: "candidate", PARENT: self.parent_id,
+                          INDEX: str(record["index"]),
+                          "blendprune.status": record["result"]["status"]}).info.run_id
+            res = record["result"]
+            now = int(time.time() * 1000)
+            metrics = [Metric(k, float(res[src]), now, 0) for k, src in (
+                ("accuracy", "accuracy"), ("flops", "macs"), ("params", "params"),
+                ("flops_ratio", "flops_ratio"), ("params_ratio", "params_ratio"))]
+            metrics.append(Metric("eval_seconds", float(res["timings"].get("total", 0.0)),
+                                  now, 0))
+            for key in ("latency", "bn_accuracy"):
+                if res.get(key) is not None:
+                    metrics.append(Metric(key, float(res[key]), now, 0))
+            for key, v in res["timings"].items():
+                metrics.append(Metric(f"seconds_{key}", float(v), now, 0))
+            params = [Param("generation", str(record["generation"])),
+                      Param("seed", str(record.get("seed") or ""))]
+            if res["status"] != "ok":
+                params.append(Param("failure", res["reason"][:500]))
+            self.client.log_batch(run_id, metrics=metrics, params=params)
+            self.client.log_dict(run_id, {"index": record["index"], "genome": record["genome"],
+                                          "plan": res["plan"], "result": {
+                                              k: v for k, v in res.items() if k != "plan"}},
+                                 "candidate.json")
+            self.client.set_terminated(run_id, "FINISHED" if res["status"] == "ok" else "FAILED")
+            return run_id
+        except Exception as exc:
+            self._warn(f"candidate {record['index']}", exc)
+            return None
+
+    def generation(self, generation: int, metrics: dict[str, float]) -> bool:
+        from mlflow.entities import Metric
+
+        try:
+            now = int(time.time() * 1000)
+            self.client.log_batch(self.parent_id, metrics=[
+                Metric(k, float(v), now, generation) for k, v in metrics.items()])
+            return True
+        except Exception as exc:
+            self._warn("generation metrics", exc)
+            return False
+
+    def front(self, rows: list[dict[str, Any]], plot: Path) -> bool:
+        try:
+            self.client.log_dict(self.parent_id, {"front": rows}, "pareto/front.json")
+            buf = io.StringIO()
+            keys = [k for k in rows[0] if k != "genome"] if rows else ["index"]
+            w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows)
+            self.client.log_text(self.parent_id, buf.getvalue(), "pareto/front.csv")
+            self.client.log_artifact(self.parent_id, str(plot), "pareto")
+            return True
+        except Exception as exc:
+            self._warn("front", exc)
+            return False
+
+    def artifacts(self, files: dict[str, Path]) -> None:
+        """Log local files under artifact folders (folder -> file)."""
+        for folder, path in files.items():
+            try:
+                self.client.log_artifact(self.parent_id, str(path), folder)
+            except Exception as exc:
+                self._warn(f"artifact {path.name}", exc)
+
+    def log_dict(self, data: dict[str, Any], name: str) -> None:
+        try:
+            self.client.log_dict(self.parent_id, data, name)
+        except Exception as exc:
+            self._warn(name, exc)
+
+    def metrics(self, values: dict[str, float]) -> None:
+        from mlflow.entities import Metric
+
+        try:
+            now = int(time.time() * 1000)
+            self.client.log_batch(self.parent_id, metrics=[Metric(k, float(v), now, 0)
+                                                           for k, v in values.items()])
+        except Exception as exc:
+            self._warn("metrics", exc)
+
+    def finish(self, status: str = "FINISHED") -> None:
+        try:
+            self.client.set_terminated(self.parent_id, status)
+        except Exception as exc:
+            self._warn("finish", exc)
+
+    def text(self, text: str, name: str) -> None:
+        try:
+            self.client.log_text(self.parent_id, text, name)
+        except Exception as exc:
+            self._warn(name, exc)
+

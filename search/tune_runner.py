@@ -1,0 +1,138 @@
+"""Candidates as Ray Tune trials: a strategy-backed Searcher and a resident Trainable.
+
+`CandidateTrainable.setup` builds the `Evaluator` (base model, ScoreTable, data on its
+device) once per actor; `reset_config` only swaps the genome, so with
+`reuse_actors=True` a worker pays the setup once per search, not once per candidate.
+The workspace travels through the object store (`tune.with_parameters`), never
+through trial configs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+import ray
+import torch
+from ray import tune
+from ray.tune.search import Searcher
+
+from pruning import EvalSettings, Evaluator
+
+from .prepare import Workspace
+from .strategy import Strategy
+
+__all__ = ["CandidateTrainable", "StrategySearcher", "init_ray", "run_trials"]
+
+
+def init_ray(address: str | None, num_cpus: int | None) -> None:
+    """Join `address` (or RAY_ADDRESS, as under `ray job submit`), else start a local Ray
+    bound to 127.0.0.1 with the dashboard off."""
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    if address or os.environ.get("RAY_ADDRESS"):
+        ray.init(address=address or os.environ["RAY_ADDRESS"], logging_level="WARNING",
+                 log_to_driver=False)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
+                 logging_level="WARNING", log_to_driver=False)
+
+
+def eval_settings(ws: Workspace) -> EvalSettings:
+    e, cfg = ws.config.evaluation, ws.config
+    return EvalSettings(bn_batches=e.bn_batches, finetune_steps=e.finetune_steps, lr=e.lr,
+                        batch_size=e.batch_size, keep=cfg.genome.keep, seed=cfg.search.seed,
+                        latency=e.latency)
+
+
+class CandidateTrainable(tune.Trainable):
+    """One Tune trial = one candidate; the actor keeps the Evaluator between trials."""
+
+    def setup(self, config: dict[str, Any], workspace: Workspace | None = None,
+              threads: int = 1) -> None:
+        assert workspace is not None
+        torch.set_num_threads(threads)
+        device = "cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu"
+        ws = workspace
+        model = ws.model.to(device).eval()
+        train = (ws.train[0].to(device), ws.train[1].to(device))
+        holdout = (ws.holdout[0].to(device), ws.holdout[1].to(device))
+        self.evaluator = Evaluator(model, ws.group_map, ws.table, ws.layout, train, holdout,
+                                   mean=ws.mean, std=ws.std, pad=ws.data.pad,
+                                   flip=ws.data.flip, settings=eval_settings(ws),
+                                   cluster_threshold=ws.config.criteria.cluster_threshold)
+
+    def step(self) -> dict[str, Any]:
+        result = self.evaluator.evaluate(self.config["genome"])
+        # The candidate travels as JSON: Tune would flatten a nested plan into many columns.
+        return {"accuracy": result.accuracy, "flops_ratio": result.flops_ratio,
+                "candidate": json.dumps(result.to_dict()), "done": True}
+
+    def reset_config(self, new_config: dict[str, Any]) -> bool:
+        self.config = new_config
+        return True
+
+
+class StrategySearcher(Searcher):
+    """Adapts a `Strategy` to Tune; every completion goes to `on_complete` first
+    (ledger, MLflow, checkpoint), then to the strategy."""
+
+    def __init__(self, strategy: Strategy,
+                 on_complete: Callable[[str, list[float], dict[str, Any] | None], None]
+                 ) -> None:
+        super().__init__(metric="accuracy", mode="max")
+        self.strategy = strategy
+        self.on_complete = on_complete
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        genome = self.strategy.suggest(trial_id)
+        if genome is None:
+            return Searcher.FINISHED if self.strategy.finished and not self.strategy.pending \
+                else None
+        return {"genome": genome}
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
+                          error: bool = False) -> None:
+        if trial_id not in self.strategy.pending:
+            return
+        genome = self.strategy.pending[trial_id]
+        candidate = None
+        if not error and result and "candidate" in result:
+            candidate = json.loads(result["candidate"])
+        self.on_complete(trial_id, genome, candidate)
+
+    def save(self, checkpoint_path: str) -> None:
+        # The authoritative checkpoint is the run folder's state.json (written after every
+        # candidate); this copy serves Tune's own experiment snapshots.
+        with open(checkpoint_path, "w") as f:
+            json.dump(self.strategy.get_state(), f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path) as f:
+            self.strategy.set_state(json.load(f))
+
+
+def run_trials(ws: Workspace, searcher: StrategySearcher, *, num_samples: int,
+               storage: str, name: str) -> None:
+    """Run `num_samples` candidate trials with `search.workers` concurrent actors."""
+    cfg = ws.config.search
+    resources = {"cpu": 1, "gpu": cfg.gpus_per_trial}
+    trainable = tune.with_resources(
+        tune.with_parameters(CandidateTrainable, workspace=ws, threads=1), resources)
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=num_samples,
+                                    max_concurrent_trials=cfg.workers, reuse_actors=True,
+                                    trial_dirname_creator=lambda t: f"candidate_{t.trial_id}"),
+        run_config=tune.RunConfig(
+            name=name, storage_path=storage, verbose=0,
+            stop={"training_iteration": 1},
+            failure_config=tune.FailureConfig(max_failures=2),
+            checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False)),
+    )
+    tuner.fit()
