@@ -1,7 +1,8 @@
 """Optuna's samplers as baselines, on the same genome, trainable and budget.
 
 Optuna's ask/tell interface maps one-to-one onto suggest/on_trial_complete; the FLOPs
-budget goes through the sampler's `constraints_func` (Optuna's constraint-domination).
+budget is a trial constraint (`Trial.set_constraint`), which Optuna's samplers treat by
+constraint-domination.
 """
 
 from __future__ import annotations
@@ -17,11 +18,7 @@ __all__ = ["OptunaNSGA2", "OptunaTPE"]
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-_CONSTRAINT = "constraint"
-
-
-def _constraints(trial: optuna.trial.FrozenTrial) -> list[float]:
-    return trial.user_attrs.get(_CONSTRAINT, [1.0])
+_CONSTRAINT = "flops_over_budget"
 
 
 class _Optuna(Strategy):
@@ -53,7 +50,7 @@ class _Optuna(Strategy):
         if result is None or result.get("status") != "ok":
             self.study.tell(trial, state=TrialState.FAIL)
             return
-        trial.set_user_attr(_CONSTRAINT, [objectives.violation(result)])
+        trial.set_constraint(_CONSTRAINT, objectives.violation(result))
         self.study.tell(trial, list(objectives.values(result)))
 
     def _add(self, genome: Genome, result: dict[str, Any] | None) -> None:
@@ -67,16 +64,15 @@ class _Optuna(Strategy):
         else:
             frozen = optuna.trial.create_trial(
                 params=params, distributions=dists, values=list(objectives.values(result)),
-                user_attrs={_CONSTRAINT: [objectives.violation(result)]})
+                constraints={_CONSTRAINT: objectives.violation(result)})
         self.study.add_trial(frozen)
 
     def get_state(self) -> dict[str, Any]:
         done = []
-        for t in self.study.get_trials(deep=False, states=(TrialState.COMPLETE,
-                                                           TrialState.FAIL)):
+        for t in self.study.get_trials(states=(TrialState.COMPLETE, TrialState.FAIL)):
             genome = [t.params[f"g{i:03d}"] for i in range(len(self.problem.lower))]
             if t.state == TrialState.COMPLETE:
-                violation = t.user_attrs.get(_CONSTRAINT, [0.0])[0]
+                violation = t.constraints.get(_CONSTRAINT, 0.0)
                 done.append([genome, list(t.values), violation])
             else:
                 done.append([genome, None, None])
@@ -104,8 +100,7 @@ class OptunaNSGA2(_Optuna):
 
     def _sampler(self) -> optuna.samplers.BaseSampler:
         return optuna.samplers.NSGAIISampler(population_size=self.problem.population,
-                                             seed=self.problem.seed,
-                                             constraints_func=_constraints)
+                                             seed=self.problem.seed)
 
 
 class OptunaTPE(_Optuna):
@@ -114,5 +109,5 @@ class OptunaTPE(_Optuna):
     name = "optuna-tpe"
 
     def _sampler(self) -> optuna.samplers.BaseSampler:
-        return optuna.samplers.TPESampler(seed=self.problem.seed, constraints_func=_constraints,
+        return optuna.samplers.TPESampler(seed=self.problem.seed,
                                           n_startup_trials=self.problem.population)

@@ -71,7 +71,7 @@ def hypervolume(points: np.ndarray, weights: Sequence[float],
                 reference: Sequence[float]) -> float:
     """Hypervolume dominated by `points` up to `reference` (e.g. accuracy 0, FLOPs ratio 1).
 
-    Exact sweep in 2-D; DEAP's implementation (Fonseca et al.) beyond.
+    Exact sweep in 2-D; moocore (the library DEAP's indicators use) beyond.
     """
     p = np.asarray(points, dtype=np.float64).reshape(-1, len(weights))
     w = np.asarray(weights, dtype=np.float64)
@@ -89,6 +89,6 @@ def hypervolume(points: np.ndarray, weights: Sequence[float],
                 hv += (ref[0] - x) * (best_y - y)
                 best_y = y
         return float(hv)
-    from deap.tools._hypervolume import hv as deap_hv
+    import moocore
 
-    return float(deap_hv.hypervolume(q, ref))
+    return float(moocore.hypervolume(q, ref=ref))

@@ -1,0 +1,162 @@
+"""Whole searches on digits with 2 Ray workers, checked through the MLflow store."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from search.cli import main
+from search.pareto import non_dominated
+
+pytestmark = pytest.mark.slow
+
+BUDGET = 16
+FAST = ["--set", "search.population=8", "--set", "search.generations=2",
+        "--set", "search.workers=2", "--set", "evaluation.finetune_steps=8",
+        "--set", "evaluation.bn_batches=4", "--set", "base_training.epochs=12",
+        "--set", "final.top_k=1", "--set", "final.epochs=1",
+        "--set", "constraints.max_flops_ratio=0.6"]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    old = {k: os.environ.get(k) for k in ("BLENDPRUNE_CACHE", "MLFLOW_TRACKING_URI")}
+    os.environ["BLENDPRUNE_CACHE"] = str(root / "cache")
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    yield root
+    import ray
+
+    ray.shutdown()
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def store(uri):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("blendprune")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("blendprune.role") == "search"]
+    children = [r for r in runs if r.data.tags.get("blendprune.role") == "candidate"]
+    return client, parents, children
+
+
+def check_front(client, parent, children, max_flops_ratio=0.6):
+    ok = [c for c in children if c.info.status == "FINISHED"
+          and c.data.metrics["flops_ratio"] <= max_flops_ratio]
+    pts = np.array([[c.data.metrics["accuracy"], c.data.metrics["flops_ratio"]] for c in ok])
+    expected = sorted(ok[i].info.run_id for i in non_dominated(pts, (1.0, -1.0)))
+    local = client.download_artifacts(parent.info.run_id, "pareto")
+    front = json.loads((Path(local) / "front.json").read_text())["front"]
+    assert sorted(r["run_id"] for r in front) == expected
+    assert (Path(local) / "front.png").stat().st_size > 10_000
+    assert (Path(local) / "front.csv").read_text().count("\n") == len(front) + 1
+
+
+@pytest.mark.parametrize("algorithm", ["deap-nsga2", "deap-steady", "optuna-nsga2", "random"])
+def test_search_records_budget_and_front(algorithm, env, capsys):
+    uri = f"sqlite:///{env / algorithm}.db"
+    out_dir = env / f"runs-{algorithm}"
+    assert main(["search", *FAST, "--set", f"search.algorithm={algorithm}",
+                 "--tracking-uri", uri, "--output-dir", str(out_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "Pareto front" in out and "mlflow ui --backend-store-uri" in out
+    assert out.count("gen ") == 2  # one progress line per generation
+    client, parents, children = store(uri)
+    assert len(parents) == 1 and len(children) == BUDGET
+    parent = parents[0]
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert sorted(int(c.data.tags["blendprune.index"]) for c in children) == list(range(BUDGET))
+    for c in children:
+        assert {"accuracy", "flops", "params", "flops_ratio", "params_ratio",
+                "eval_seconds"} <= set(c.data.metrics)
+    check_front(client, parent, children)
+    arts = {a.path for a in client.list_artifacts(parent.info.run_id, "criteria")}
+    assert arts == {"criteria/correlation.png", "criteria/clusters.json"}
+    hv = client.get_metric_history(parent.info.run_id, "hypervolume")
+    assert [m.step for m in hv] == [0, 1] and hv[1].value >= hv[0].value - 1e-12
+    if algorithm == "deap-nsga2":
+        model_dir = client.download_artifacts(parent.info.run_id, "final/0")
+        from pruning import load_pruned
+
+        model, meta = load_pruned(Path(model_dir) / "model.pt")
+        assert model(__import__("torch").zeros(2, 1, 8, 8)).shape == (2, 10)
+        assert main(["front", parent.info.run_id, "--tracking-uri", uri,
+                     "--plot", str(env / "f.png")]) == 0
+        assert "accuracy" in capsys.readouterr().out and (env / "f.png").exists()
+        assert main(["export", parent.info.run_id, "--rank", "0", "--out",
+                     str(env / "m.pt"), "--tracking-uri", uri]) == 0
+
+
+def test_nan_candidates_are_failed_and_search_completes(env, capsys):
+    uri = f"sqlite:///{env / 'nan'}.db"
+    assert main(["search", *FAST, "--set", "evaluation.lr=1e12", "--set",
+                 "search.algorithm=random", "--tracking-uri", uri,
+                 "--output-dir", str(env / "runs-nan")]) == 0
+    client, parents, children = store(uri)
+    assert len(children) == BUDGET
+    assert all(c.info.status == "FAILED" for c in children)
+    assert all("DivergedError" in c.data.params["failure"] for c in children)
+
+
+def _cli(*args):
+    return [sys.executable, "-m", "search.cli", *args]
+
+
+def test_resume_after_driver_sigkill(env):
+    uri = f"sqlite:///{env / 'resume'}.db"
+    out_dir = env / "runs-resume"
+    cmd = ["unshare", "--fork", "--kill-child", "--pid", "--mount-proc",
+           *_cli("search", *FAST, "--tracking-uri", uri, "--output-dir", str(out_dir))]
+    log = open(env / "driver.log", "w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                            cwd=Path(__file__).resolve().parents[2])
+    deadline = time.time() + 300
+    state = None
+    while time.time() < deadline:
+        states = list(out_dir.glob("*/state.json"))
+        if states:
+            try:
+                state = json.loads(states[0].read_text())
+            except json.JSONDecodeError:
+                state = None
+            if state and state["completed"] >= 8:
+                break
+        assert proc.poll() is None, (env / "driver.log").read_text()
+        time.sleep(0.2)
+    assert state and state["completed"] >= 8
+    proc.send_signal(signal.SIGKILL)  # unshare --kill-child takes the whole PID namespace
+    proc.wait(timeout=30)
+    run_dir = states[0].parent
+    before = [json.loads(ln) for ln in (run_dir / "candidates.jsonl").read_text().splitlines()
+              if ln.strip()]
+    done_before = {r["index"]: r["genome"] for r in before}
+    assert 8 <= len(done_before) < BUDGET
+    resumed = subprocess.run(
+        ["unshare", "--fork", "--kill-child", "--pid", "--mount-proc",
+         *_cli("resume", str(run_dir))], capture_output=True, text=True, timeout=600,
+        cwd=Path(__file__).resolve().parents[2])
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    client, parents, children = store(uri)
+    assert len(parents) == 1 and len(children) == BUDGET
+    indices = sorted(int(c.data.tags["blendprune.index"]) for c in children)
+    assert indices == list(range(BUDGET))
+    records = {}
+    for ln in (run_dir / "candidates.jsonl").read_text().splitlines():
+        r = json.loads(ln)
+        records[r["index"]] = r
+    assert len(records) == BUDGET
+    for i, genome in done_before.items():  # not re-evaluated: same genome, same result
+        assert records[i]["genome"] == genome
+    check_front(client, parents[0], children)
