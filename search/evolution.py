@@ -102,16 +102,21 @@ class _NSGA(Strategy):
 
     def _breed(self, n: int) -> list[Genome]:
         p = self.problem
-        low, up = list(p.lower), list(p.upper)
+        # Genes with equal bounds are pinned (e.g. a fixed alpha): vary only the free ones.
+        free = [i for i, (lo, hi) in enumerate(zip(p.lower, p.upper)) if hi > lo]
+        low, up = [p.lower[i] for i in free], [p.upper[i] for i in free]
         children: list[Genome] = []
         parents = self._parents(n + n % 2)
         for a, b in zip(parents[::2], parents[1::2]):
-            c1, c2 = list(a), list(b)
+            c1, c2 = [a[i] for i in free], [b[i] for i in free]
             if random.random() < self.cx_prob:
                 c1, c2 = tools.cxSimulatedBinaryBounded(c1, c2, self.cx_eta, low, up)
-            for c in (c1, c2):
+            for parent, c in ((a, c1), (b, c2)):
                 tools.mutPolynomialBounded(c, self.mut_eta, low, up, indpb=1.0 / len(c))
-                children.append(p.clip(c))
+                child = list(parent)
+                for i, v in zip(free, c):
+                    child[i] = v
+                children.append(p.clip(child))
         return children[:n]
 
     def _propose(self) -> Genome | None:

@@ -112,3 +112,11 @@ def test_state_round_trips_and_continues_identically(name):
         assert all(g is not None for g in b_next)
     else:
         assert a_next == b_next
+
+
+def test_pinned_genes_stay_fixed():
+    p = Problem((1.0, 0.0, 0.0, 0.0, 0.0), (1.0, 0.0, 0.0, 0.8, 0.8),
+                Objectives(("accuracy", "flops"), 0.6), 4, 3, seed=2)
+    genomes = drive(create_strategy("deap-nsga2", p))
+    assert all(g[:3] == [1.0, 0.0, 0.0] for g in genomes)
+    assert len({tuple(g[3:]) for g in genomes}) > 4
