@@ -19,6 +19,7 @@ from .strategy import Genome, Problem, Strategy
 
 __all__ = ["GenerationalNSGA", "SteadyStateNSGA"]
 
+_RETRIES = 8  # mutations tried before a child with an already-seen plan is accepted
 _FITNESS_CLASSES: dict[tuple[float, ...], type] = {}
 
 
@@ -53,8 +54,21 @@ class _NSGA(Strategy):
         self.cx_eta = float(opts.get("crossover_eta", 15.0))
         self.mut_eta = float(opts.get("mutation_eta", 20.0))
         self.cx_prob = float(opts.get("crossover_prob", 0.9))
+        self.seen: set[Any] = set()
         with self._own_rng():
             self.queue = self._initial()
+            for g in self.queue:
+                self._is_new(g)
+
+    def _is_new(self, genome: Genome) -> bool:
+        """True (and remembered) unless a genome with the same plan was already proposed."""
+        if self.problem.key is None:
+            return True
+        k = self.problem.key(genome)
+        if k in self.seen:
+            return False
+        self.seen.add(k)
+        return True
 
     @contextlib.contextmanager
     def _own_rng(self) -> Iterator[None]:
@@ -112,11 +126,17 @@ class _NSGA(Strategy):
             if random.random() < self.cx_prob:
                 c1, c2 = tools.cxSimulatedBinaryBounded(c1, c2, self.cx_eta, low, up)
             for parent, c in ((a, c1), (b, c2)):
-                tools.mutPolynomialBounded(c, self.mut_eta, low, up, indpb=1.0 / len(c))
-                child = list(parent)
-                for i, v in zip(free, c):
-                    child[i] = v
-                children.append(p.clip(child))
+                indpb = 1.0 / len(c)
+                for _ in range(_RETRIES):
+                    tools.mutPolynomialBounded(c, self.mut_eta, low, up, indpb=indpb)
+                    child = list(parent)
+                    for i, v in zip(free, c):
+                        child[i] = v
+                    child = p.clip(child)
+                    if self._is_new(child):
+                        break
+                    indpb = min(1.0, 2 * indpb)  # a duplicate plan: mutate harder
+                children.append(child)
         return children[:n]
 
     def _propose(self) -> Genome | None:

@@ -80,10 +80,16 @@ class Search:
         s = self.cfg.search
         seeds = seed_genomes(self.ws) if s.algorithm.startswith("deap") else []
         self.seeds = {tuple(g): name for name, g in seed_genomes(self.ws)}
+        decoder = self.ws.decoder
+        assert decoder is not None
+
+        def plan_key(genome: Any) -> tuple[tuple[int, ...], ...]:
+            return tuple(tuple(v) for v in decoder.decode(genome).to_dict().values())
+
         return Problem(tuple(lo), tuple(hi), self.objectives, s.population, s.generations,
                        s.seed, tuple(tuple(g) for _, g in seeds),
                        {"crossover_eta": s.crossover_eta, "mutation_eta": s.mutation_eta,
-                        "crossover_prob": s.crossover_prob})
+                        "crossover_prob": s.crossover_prob}, key=plan_key)
 
     def report_clusters(self) -> None:
         """criteria/correlation.png and criteria/clusters.json, on the run and the parent."""

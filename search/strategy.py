@@ -9,7 +9,7 @@ it never runs anything. The budget is counted here, so every algorithm gets exac
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,9 @@ class Problem:
     seed: int = 0
     seeds: tuple[tuple[float, ...], ...] = ()
     options: dict[str, Any] = field(default_factory=dict)
+    # genome -> identity of what it decodes to (its plan); lets strategies avoid
+    # spending budget on a genome whose plan was already evaluated.
+    key: Callable[[Sequence[float]], Hashable] | None = None
 
     @property
     def budget(self) -> int:

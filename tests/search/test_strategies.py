@@ -120,3 +120,16 @@ def test_pinned_genes_stay_fixed():
     genomes = drive(create_strategy("deap-nsga2", p))
     assert all(g[:3] == [1.0, 0.0, 0.0] for g in genomes)
     assert len({tuple(g[3:]) for g in genomes}) > 4
+
+
+def test_children_avoid_already_seen_plans():
+    # The "plan" only depends on the ratios rounded to 0.1: many genomes share one.
+    def key(g):
+        return tuple(round(v, 1) for v in g[3:])
+
+    base = toy_problem(population=6, generations=4)
+    p = Problem(base.lower, base.upper, base.objectives, 6, 4, seed=3, key=key)
+    genomes = drive(create_strategy("deap-nsga2", p))
+    keys = [key(g) for g in genomes]
+    plain = drive(create_strategy("deap-nsga2", base))
+    assert len(set(keys)) > len({key(g) for g in plain})

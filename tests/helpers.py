@@ -1,0 +1,62 @@
+"""Starting and stopping real servers for integration tests: bound to 127.0.0.1, each in
+its own PID namespace so stopping it (by pid) takes every process it spawned."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def isolated(cmd: list[str]) -> list[str]:
+    return ["unshare", "--fork", "--kill-child", "--pid", "--mount-proc", *cmd]
+
+
+def start(cmd: list[str], log: Path, **kw) -> subprocess.Popen:
+    return subprocess.Popen(isolated(cmd), stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                            **kw)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
+def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before {url} answered")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except urllib.error.HTTPError:
+            return  # it answered (e.g. 401 from a token-protected Ray dashboard)
+        except Exception:
+            time.sleep(0.3)
+    raise TimeoutError(url)
+
+
+def mlflow_server(tmp: Path, port: int) -> subprocess.Popen:
+    proc = start([str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+                  "--backend-store-uri", f"sqlite:///{tmp / 'server.db'}",
+                  "--artifacts-destination", str(tmp / "artifacts"), "--workers", "1"],
+                 tmp / f"mlflow-{port}.log", env={**os.environ})
+    wait_http(f"http://127.0.0.1:{port}/health", 90, proc)
+    return proc
