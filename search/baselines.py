@@ -12,6 +12,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from .pareto import RESULT_KEYS
 from .strategy import Genome, Problem, Strategy
 
 __all__ = ["OptunaNSGA2", "OptunaTPE"]
@@ -81,13 +82,11 @@ class _Optuna(Strategy):
     def set_state(self, state: dict[str, Any]) -> None:
         super().set_state(state)
         names = self.problem.objectives.names
-        keys = {"accuracy": "accuracy", "flops": "flops_ratio", "params": "params_ratio",
-                "latency": "latency"}
         for genome, values, violation in state["trials"]:
             if values is None:
                 self._add(genome, None)
                 continue
-            result = {"status": "ok", **{keys[n]: v for n, v in zip(names, values)}}
+            result = {"status": "ok", **{RESULT_KEYS[n]: v for n, v in zip(names, values)}}
             if "flops" not in names:
                 result["flops_ratio"] = self.problem.objectives.max_flops_ratio + violation
             self._add(genome, result)

@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Objectives", "hypervolume", "non_dominated"]
+__all__ = ["RESULT_KEYS", "Objectives", "hypervolume", "non_dominated"]
 
 # Result keys of each objective; accuracy is maximised, the rest minimised.
-_KEY = {"accuracy": "accuracy", "flops": "flops_ratio", "params": "params_ratio",
+RESULT_KEYS = {"accuracy": "accuracy", "flops": "flops_ratio", "params": "params_ratio",
         "latency": "latency"}
 _WORST = 1e6
 
@@ -33,7 +33,7 @@ class Objectives:
         return tuple(1.0 if n == "accuracy" else -1.0 for n in self.names)
 
     def values(self, result: dict[str, Any]) -> tuple[float, ...]:
-        return tuple(float(result[_KEY[n]]) for n in self.names)
+        return tuple(float(result[RESULT_KEYS[n]]) for n in self.names)
 
     def violation(self, result: dict[str, Any]) -> float:
         return max(0.0, float(result["flops_ratio"]) - self.max_flops_ratio)

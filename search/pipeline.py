@@ -78,8 +78,9 @@ class Search:
         assert self.ws.layout is not None
         lo, hi = self.ws.layout.bounds()
         s = self.cfg.search
-        seeds = seed_genomes(self.ws) if s.algorithm.startswith("deap") else []
-        self.seeds = {tuple(g): name for name, g in seed_genomes(self.ws)}
+        named = seed_genomes(self.ws)
+        self.seeds = {tuple(g): name for name, g in named}  # labels seeds in plots
+        seeds = named if s.algorithm.startswith("deap") else []
         decoder = self.ws.decoder
         assert decoder is not None
 
