@@ -137,12 +137,10 @@ def run_method(job: tuple[str, int, int | None]) -> dict[str, Any]:
     objectives = Objectives(("accuracy", "flops"), args.max_flops_ratio)
     lo, hi = b.layout.bounds()
     seeds: list[tuple[float, ...]] = []
-    if method in ("deap-nsga2", "fixed-alpha"):
-        for k in range(n_a):
-            if method == "fixed-alpha" and k != fixed:
-                continue
-            alpha = np.eye(n_a)[k]
-            seeds.append(tuple(b.layout.make(alpha, ev.decoder.uniform_value_for(alpha, 0.5))))
+    if method in ("deap-nsga2", "fixed-alpha"):  # the same seeding as `blendprune search`
+        count = args.population - args.population // 4
+        only = [fixed] if method == "fixed-alpha" else None
+        seeds = [tuple(g) for _, g in ev.decoder.spread_seeds(args.max_flops_ratio, count, only)]
     if method == "fixed-alpha":  # alpha genes pinned to the one-hot of the best criterion
         pinned = np.eye(n_a)[fixed]
         lo = list(pinned) + lo[n_a:]

@@ -143,6 +143,26 @@ class Decoder:
             hi = hi[:n_a] + [min(0.999, v) for v in hi[n_a:]]
         return self.flops_ratio([1.0] * n_a + hi[n_a:])
 
+    def spread_seeds(self, budget: float, count: int, criteria: Sequence[int] | None = None
+                     ) -> list[tuple[str, list[float]]]:
+        """`count` single-criterion genomes at uniform ratios spread over the FLOPs range.
+
+        Seed i uses criterion i (cycling) at a FLOPs target stepping down from `budget` to
+        40% of it, so generation 0 already spans the front rather than one point of it.
+        Names read `criterion@target`.
+        """
+        names = self.layout.criteria
+        picks = list(range(len(names))) if criteria is None else list(criteria)
+        floor = max(0.4 * budget, self.min_flops_ratio() + 0.02)
+        targets = np.linspace(budget, min(floor, budget), count) if count > 1 else [budget]
+        seeds = []
+        for i, target in enumerate(targets):
+            k = picks[i % len(picks)]
+            alpha = np.eye(len(names))[k]
+            genome = self.layout.make(alpha, self.uniform_value_for(alpha, float(target)))
+            seeds.append((f"{names[k]}@{target:.2f}", genome))
+        return seeds
+
     def uniform_value_for(self, alpha: Sequence[float], target: float, *, tol: float = 1e-3
                           ) -> float:
         """The smallest uniform ratio (or threshold) whose plan meets `target` FLOPs ratio.

@@ -47,20 +47,17 @@ def format_front(rows: list[dict[str, Any]]) -> str:
 
 
 def seed_genomes(ws: Workspace) -> list[tuple[str, list[float]]]:
-    """One genome per criterion: one-hot alpha at the uniform ratio meeting the budget.
+    """Generation 0's single-criterion genomes, spread from the budget down the FLOPs range.
 
-    Without a budget (max_flops_ratio = 1) the seeds target half the base FLOPs, so they
-    are real pruning baselines rather than copies of the unpruned model.
+    Three quarters of the population (at least one seed per criterion where it fits); the
+    rest stays random for diversity. Without a budget (max_flops_ratio = 1) the seeds start
+    at half the base FLOPs, so they are real pruning baselines rather than the unpruned model.
     """
     assert ws.decoder is not None and ws.layout is not None
     budget = ws.config.constraints.max_flops_ratio
-    target = budget if budget < 1.0 else 0.5
-    seeds = []
-    for k, name in enumerate(ws.layout.criteria):
-        alpha = np.eye(len(ws.layout.criteria))[k]
-        value = ws.decoder.uniform_value_for(alpha, target)
-        seeds.append((name, ws.layout.make(alpha, value)))
-    return seeds
+    population = ws.config.search.population
+    count = max(1, population - population // 4)
+    return ws.decoder.spread_seeds(budget if budget < 1.0 else 0.5, count)
 
 
 class Search:

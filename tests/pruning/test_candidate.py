@@ -83,3 +83,18 @@ def test_decoder_uniform_value_meets_target_and_min_ratio(evaluator):
     assert dec.flops_ratio(evaluator.layout.make(alpha, r)) <= 0.5
     assert dec.flops_ratio(evaluator.layout.make(alpha, max(0.0, r - 0.02))) > 0.5
     assert 0 < dec.min_flops_ratio() < 0.2
+
+
+def test_spread_seeds_cycle_criteria_and_step_down_the_flops_range(evaluator):
+    dec = evaluator.decoder
+    seeds = dec.spread_seeds(0.6, 7)
+    names = [n.split("@")[0] for n, _ in seeds]
+    assert names == POOL + POOL[:2]
+    targets = [float(n.split("@")[1]) for n, _ in seeds]
+    assert targets[0] == 0.6 and targets[-1] == pytest.approx(0.24, abs=0.005)
+    assert all(a > b for a, b in zip(targets, targets[1:]))
+    for (_, genome), t in zip(seeds, targets):
+        assert dec.flops_ratio(genome) <= t + 1e-9
+    only = dec.spread_seeds(0.5, 3, criteria=[2])
+    assert [n for n, _ in only] == ["bn_gamma@0.50", "bn_gamma@0.35", "bn_gamma@0.20"]
+    assert all(g[:5] == [0.0, 0.0, 1.0, 0.0, 0.0] for _, g in only)
