@@ -44,7 +44,7 @@ class ModelConfig(_Section):
 
 class DataConfig(_Section):
     dataset: Literal["digits", "cifar10", "cifar100", "mnist", "fashion-mnist", "npz",
-                     "imagefolder"] = "digits"
+                     "imagefolder"] = Field("digits", description="dataset loader")
     root: str | None = Field(None, description="folder (or .npz file) holding the dataset")
     holdout: float = Field(0.1, gt=0, description="fraction (<1) or count of training "
                                                   "images held out for candidate selection")
@@ -52,14 +52,16 @@ class DataConfig(_Section):
 
 
 class BaseTrainingConfig(_Section):
-    epochs: int = Field(30, ge=1)
-    lr: float = Field(0.1, gt=0)
-    batch_size: int = Field(128, ge=1)
-    seed: int = 0
+    epochs: int = Field(30, ge=1, description="epochs when no checkpoint is given")
+    lr: float = Field(0.1, gt=0, description="peak SGD learning rate (one-cycle)")
+    batch_size: int = Field(128, ge=1, description="training batch size")
+    seed: int = Field(0, description="seed of the initialisation and data order")
 
 
 class CriteriaConfig(_Section):
-    pool: list[str] = Field(default_factory=lambda: list(DEFAULT_POOL), min_length=1)
+    pool: list[str] = Field(default_factory=lambda: list(DEFAULT_POOL), min_length=1,
+                            description="importance criteria to blend, from: "
+                                        + ", ".join(sorted(list_criteria())))
     batches: int = Field(8, ge=1, description="training batches for data-driven criteria")
     cluster_threshold: float = Field(0.1, ge=0, le=2,
                                      description="cut of average-linkage clustering on 1-rho")
@@ -78,12 +80,15 @@ class CriteriaConfig(_Section):
 
 
 class GenomeConfig(_Section):
-    encoding: Literal["ratio", "threshold"] = "ratio"
-    granularity: Literal["group", "stage"] = "group"
-    max_ratio: float = Field(0.8, ge=0, lt=1)
-    min_channels: int = Field(4, ge=1)
-    round_to: int = Field(1, ge=1)
-    keep: Literal["select", "fuse"] = "select"
+    encoding: Literal["ratio", "threshold"] = Field(
+        "ratio", description="a gene is a layer's pruning ratio, or a score threshold")
+    granularity: Literal["group", "stage"] = Field(
+        "group", description="one gene per prunable group, or per stage of equal width")
+    max_ratio: float = Field(0.8, ge=0, lt=1, description="upper bound of every ratio gene")
+    min_channels: int = Field(4, ge=1, description="channels every layer keeps at least")
+    round_to: int = Field(1, ge=1, description="kept channels are rounded to a multiple")
+    keep: Literal["select", "fuse"] = Field(
+        "select", description="drop pruned filters, or fuse them into the kept ones (DCFF)")
 
 
 class ConstraintsConfig(_Section):
@@ -93,24 +98,24 @@ class ConstraintsConfig(_Section):
 
 
 class EvaluationConfig(_Section):
-    bn_batches: int = Field(20, ge=0)
-    finetune_steps: int = Field(50, ge=0)
-    lr: float = Field(0.01, gt=0)
-    batch_size: int = Field(128, ge=1)
-    latency: bool = False
+    bn_batches: int = Field(20, ge=0, description="batches that re-estimate BN statistics")
+    finetune_steps: int = Field(50, ge=0, description="SGD steps of the brief fine-tune")
+    lr: float = Field(0.01, gt=0, description="fine-tune learning rate")
+    batch_size: int = Field(128, ge=1, description="fine-tune and evaluation batch size")
+    latency: bool = Field(False, description="also measure each candidate's latency")
 
 
 class SearchConfig(_Section):
     algorithm: Literal["deap-nsga2", "deap-steady", "optuna-nsga2", "optuna-tpe",
-                       "random"] = "deap-nsga2"
-    population: int = Field(16, ge=4)
-    generations: int = Field(4, ge=1)
-    seed: int = 0
-    workers: int = Field(2, ge=1)
-    gpus_per_trial: float = Field(0, ge=0)
-    crossover_eta: float = Field(15.0, gt=0)
-    mutation_eta: float = Field(20.0, gt=0)
-    crossover_prob: float = Field(0.9, ge=0, le=1)
+                       "random"] = Field("deap-nsga2", description="search strategy")
+    population: int = Field(16, ge=4, description="candidates per generation")
+    generations: int = Field(4, ge=1, description="budget = population x generations")
+    seed: int = Field(0, description="seed of the strategy")
+    workers: int = Field(2, ge=1, description="candidates evaluated at once (Ray trials)")
+    gpus_per_trial: float = Field(0, ge=0, description="GPU share per trial; 0.25 packs 4")
+    crossover_eta: float = Field(15.0, gt=0, description="SBX crossover distribution index")
+    mutation_eta: float = Field(20.0, gt=0, description="polynomial mutation index")
+    crossover_prob: float = Field(0.9, ge=0, le=1, description="crossover probability")
 
     @property
     def budget(self) -> int:
@@ -118,30 +123,33 @@ class SearchConfig(_Section):
 
 
 class FinalConfig(_Section):
-    top_k: int = Field(3, ge=0)
-    epochs: int = Field(5, ge=0)
-    lr: float = Field(0.01, gt=0)
+    top_k: int = Field(3, ge=0, description="front members fine-tuned and tested at the end")
+    epochs: int = Field(5, ge=0, description="epochs of the final fine-tune")
+    lr: float = Field(0.01, gt=0, description="final fine-tune learning rate")
 
 
 class TrackingConfig(_Section):
-    experiment: str = "blendprune"
-    uri: str | None = None
+    experiment: str = Field("blendprune", description="MLflow experiment name")
+    uri: str | None = Field(None, description="MLflow tracking URI (default: "
+                                              "$MLFLOW_TRACKING_URI, else MLflow's local store)")
 
 
 class RayConfig(_Section):
-    address: str | None = None
+    address: str | None = Field(None, description="Ray address; null starts a local Ray "
+                                                  "on 127.0.0.1")
     num_cpus: int | None = Field(None, ge=1, description="CPUs of a local Ray (default: all)")
 
 
 class Config(_Section):
-    name: str = "digits-resnet20"
+    name: str = Field("digits-resnet20", description="run name in MLflow and the run folder")
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     base_training: BaseTrainingConfig = BaseTrainingConfig()
     criteria: CriteriaConfig = CriteriaConfig()
     genome: GenomeConfig = GenomeConfig()
     objectives: list[Literal["accuracy", "flops", "params", "latency"]] = Field(
-        default_factory=lambda: ["accuracy", "flops"])
+        default_factory=lambda: ["accuracy", "flops"],
+        description="accuracy first, then the costs to minimise")
     constraints: ConstraintsConfig = ConstraintsConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     search: SearchConfig = SearchConfig()
