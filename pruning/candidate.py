@@ -182,6 +182,12 @@ class Decoder:
         return hi
 
 
+def _out_of_memory(exc: BaseException) -> bool:
+    """CUDA OOM, Python's MemoryError, or the CPU allocator refusing a tensor."""
+    return isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or (
+        isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc))
+
+
 class Evaluator:
     """Evaluates genomes against one resident base model.
 
@@ -226,12 +232,13 @@ class Evaluator:
     def flops_ratio(self, genome: Sequence[float]) -> float:
         return self.decoder.flops_ratio(genome)
 
-    def evaluate(self, genome: Sequence[float]) -> CandidateResult:
-        """Score one genome; a diverging fine-tune or an impossible plan is a failed result."""
+    def evaluate(self, genome_or_plan: Sequence[float] | Plan) -> CandidateResult:
+        """Score one genome (or plan). A diverging fine-tune, an impossible plan or running
+        out of memory is a failed result with its reason, so the search goes on."""
         s = self.settings
         t: dict[str, float] = {}
         t0 = time.perf_counter()
-        plan = self.decode(genome)
+        plan = genome_or_plan if isinstance(genome_or_plan, Plan) else self.decode(genome_or_plan)
         t["decode"] = time.perf_counter() - t0
         macs, params = self.cost.predict(plan)
         result = CandidateResult(0.0, macs, params, macs / self.cost.base_macs,
@@ -255,8 +262,14 @@ class Evaluator:
             t["evaluate"] = time.perf_counter() - t0
             if s.latency:
                 result.latency = measure_latency(model, self.example_input)
-        except (DivergedError, torch.OutOfMemoryError, ValueError) as exc:
-            result.status, result.reason = "failed", f"{type(exc).__name__}: {exc}"
+        except (DivergedError, ValueError, MemoryError, RuntimeError) as exc:
+            if isinstance(exc, RuntimeError) and not isinstance(exc, DivergedError) \
+                    and not _out_of_memory(exc):
+                raise
+            if _out_of_memory(exc) and torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            name = "OutOfMemoryError" if _out_of_memory(exc) else type(exc).__name__
+            result.status, result.reason = "failed", f"{name}: {str(exc).splitlines()[0][:300]}"
             result.accuracy = 0.0
         t["total"] = sum(t.values())
         return result

@@ -7,6 +7,7 @@ from pruning import (
     Evaluator,
     GenomeLayout,
     GroupMap,
+    Plan,
     ScoreTable,
     TensorLoader,
     compute_scores,
@@ -98,3 +99,40 @@ def test_spread_seeds_cycle_criteria_and_step_down_the_flops_range(evaluator):
     only = dec.spread_seeds(0.5, 3, criteria=[2])
     assert [n for n, _ in only] == ["bn_gamma@0.50", "bn_gamma@0.35", "bn_gamma@0.20"]
     assert all(g[:5] == [0.0, 0.0, 1.0, 0.0, 0.0] for _, g in only)
+
+
+def test_plan_that_empties_a_layer_is_a_failed_candidate(evaluator):
+    plan = evaluator.decode(evaluator.layout.make([1, 0, 0, 0, 0], 0.3))
+    group = next(iter(plan.kept))
+    res = evaluator.evaluate(Plan({**plan.kept, group: np.array([], dtype=np.int64)}))
+    assert res.status == "failed" and "keeps no channel" in res.reason and res.accuracy == 0
+    # the genome space itself cannot empty a layer: min_channels holds at the bounds
+    extreme = evaluator.decode(evaluator.layout.make([1, 1, 1, 1, 1], 0.999))
+    assert min(extreme.counts().values()) >= evaluator.layout.min_channels
+
+
+def test_out_of_memory_candidate_is_failed_and_others_still_run(digits_base, evaluator):
+    from tests.fault_models import AllocateWhenPruned
+
+    base = evaluator.base
+    conv = next(m for m in base.modules() if isinstance(m, torch.nn.Conv2d))
+    handle = conv.register_forward_hook(AllocateWhenPruned(conv.out_channels))
+    try:
+        hungry = evaluator.evaluate(evaluator.layout.make([1, 0, 0, 0, 0], 0.7))
+        fine = evaluator.evaluate(evaluator.layout.make([1, 0, 0, 0, 0], 0.1))
+    finally:
+        handle.remove()
+    assert hungry.status == "failed" and hungry.reason.startswith("OutOfMemoryError: ")
+    assert "can't allocate memory" in hungry.reason and hungry.accuracy == 0.0
+    assert fine.status == "ok" and fine.accuracy > 0.5
+
+
+def test_other_runtime_errors_are_not_swallowed(evaluator, monkeypatch):
+    import pruning.candidate as candidate
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    monkeypatch.setattr(candidate, "adaptive_bn", broken)
+    with pytest.raises(RuntimeError, match="shapes"):
+        evaluator.evaluate(evaluator.layout.make([1, 0, 0, 0, 0], 0.3))
