@@ -114,14 +114,14 @@ def _nchw(x: np.ndarray, source: str) -> torch.Tensor:
     elif x.ndim == 4 and x.shape[-1] in (1, 3):  # NHWC
         x = x.transpose(0, 3, 1, 2)
     else:
-        raise ValueError(f"data: {source} has image shape {x.shape}; expected NHW or NHWC")
+        raise ValueError(f"data.root: {source} has image shape {x.shape}; expected NHW or NHWC")
     return torch.from_numpy(np.array(x, copy=True, order="C"))
 
 
 def _labels(y: np.ndarray, n: int, source: str) -> torch.Tensor:
     y = np.asarray(y).reshape(-1)
     if y.shape[0] != n:
-        raise ValueError(f"data: {source} has {y.shape[0]} labels for {n} images")
+        raise ValueError(f"data.root: {source} has {y.shape[0]} labels for {n} images")
     if not np.issubdtype(y.dtype, np.integer) or (n and y.min() < 0):
         raise ValueError(f"data: {source} labels must be non-negative integers")
     return torch.from_numpy(y.astype(np.int64))
@@ -231,16 +231,17 @@ def _cifar100(root: str | None) -> ImageData:
 def _npz(root: str | None) -> ImageData:
     """A generic `.npz` with x_train, y_train, x_test, y_test (uint8 NHWC or NHW)."""
     path = _need_root("npz", root)
+    keys = ("x_train", "y_train", "x_test", "y_test")
     try:
         with np.load(path, allow_pickle=False) as d:
-            missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in d]
-            if missing:
-                raise ValueError(f"data.root: {path} lacks key {missing[0]!r}")
-            arrays = [d[k] for k in ("x_train", "y_train", "x_test", "y_test")]
-    except ValueError:
-        raise
-    except Exception as exc:
-        raise ValueError(f"data.root: cannot read {path} ({exc})") from None
+            found = set(d.files)
+            arrays = [d[k] for k in keys if k in found]
+    except Exception as exc:  # not a zip, truncated, or object arrays (never unpickled)
+        reason = str(exc).splitlines()[0].split(". ")[0]
+        raise ValueError(f"data.root: cannot read {path} as .npz ({reason})") from None
+    missing = [k for k in keys if k not in found]
+    if missing:
+        raise ValueError(f"data.root: {path} lacks key {missing[0]!r}")
     color = arrays[0].ndim == 4 and arrays[0].shape[-1] == 3
     return _build("npz", *arrays, path, pad=4 if color else 2, flip=color)
 

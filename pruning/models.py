@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import importlib
+import pickle
 from typing import Callable
 
 import torch
@@ -200,8 +201,12 @@ def load_checkpoint(model: nn.Module, path: str) -> nn.Module:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise ValueError(f"model.checkpoint: file not found: {path}") from None
+    except pickle.UnpicklingError:  # weights_only refused an object: never run its code
+        raise ValueError(f"model.checkpoint: {path} holds pickled Python objects, not only "
+                         "tensors; refused (checkpoints load with weights_only=True)") from None
     except Exception as exc:  # truncated/corrupt files raise a zoo of pickle/zip errors
-        raise ValueError(f"model.checkpoint: cannot read {path}: {exc}") from None
+        reason = str(exc).splitlines()[0].split(". ")[0]
+        raise ValueError(f"model.checkpoint: cannot read {path} ({reason})") from None
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict):

@@ -108,7 +108,10 @@ def _tracking_uri(arg: str | None, cfg_uri: str | None) -> str | None:
 def _print_how_to_open(uri: str | None, parent: str | None, run_path: Path) -> None:
     import mlflow
 
-    resolved = uri or mlflow.get_tracking_uri()
+    from .tracking import redact
+
+    resolved = redact(uri or mlflow.get_tracking_uri())
+    shown = redact(uri) if uri else None
     print(f"\nrun folder: {run_path}")
     print(f"MLflow run: {parent}")
     if resolved.startswith(("http://", "https://")):
@@ -116,7 +119,7 @@ def _print_how_to_open(uri: str | None, parent: str | None, run_path: Path) -> N
     else:
         print(f"open: mlflow ui --backend-store-uri {resolved} --host 127.0.0.1  "
               f"(then the run {parent})")
-    print(f"front: blendprune front {parent}" + (f" --tracking-uri {uri}" if uri else ""))
+    print(f"front: blendprune front {parent}" + (f" --tracking-uri {shown}" if shown else ""))
 
 
 def _resolve_run(run: str, uri: str | None) -> tuple[Path | None, str | None, str | None]:
@@ -129,13 +132,14 @@ def _resolve_run(run: str, uri: str | None) -> tuple[Path | None, str | None, st
         return path, state.get("parent_run_id"), uri or state.get("tracking_uri")
     if os.path.sep in run or path.exists():
         raise UsageError(f"run: {run!r} is not a blendprune run folder (no config.yaml)")
-    from .tracking import _client, check_tracking
+    from .tracking import _client, check_tracking, redact
 
     check_tracking(uri)
     try:
         parent = _client(uri).get_run(run)
     except Exception:
-        raise UsageError(f"run: no MLflow run {run!r} at {uri or 'the default store'}") from None
+        raise UsageError(redact(f"run: no MLflow run {run!r} at {uri or 'the default store'}")
+                         ) from None
     if parent.data.tags.get("blendprune.role") != "search":
         raise UsageError(f"run: MLflow run {run!r} is not a blendprune search")
     folder = parent.data.tags.get(RUN_DIR_TAG)
@@ -326,12 +330,12 @@ COMMANDS = {"search": cmd_search, "resume": cmd_resume, "train": cmd_train,
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .tracking import TrackingUnavailable
+    from .tracking import TrackingUnavailable, redact
 
     try:
         return COMMANDS[args.command](args)
     except (ConfigError, UsageError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(redact(f"error: {exc}"), file=sys.stderr)
         return 2
     except TrackingUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -342,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(redact(f"error: {type(exc).__name__}: {exc}"), file=sys.stderr)
         return 1
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +21,7 @@ import numpy as np
 
 from .pareto import Objectives, hypervolume, non_dominated
 
-__all__ = ["TrackingUnavailable", "Tracker", "check_tracking", "front_of"]
+__all__ = ["TrackingUnavailable", "Tracker", "check_tracking", "front_of", "redact"]
 
 ROLE = "blendprune.role"
 INDEX = "blendprune.index"
@@ -29,6 +30,21 @@ PARENT = "mlflow.parentRunId"
 # A stalled tracking server must not stall the search: few retries, short timeouts.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+
+
+_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^/@\s:]*)"
+                       r"(?P<password>:[^/@\s]*)?@")
+
+
+def redact(text: str) -> str:
+    """`text` with the secret of every `scheme://user:password@host` (or the lone token of
+    `scheme://token@host`) replaced by ***.
+
+    Applied to everything blendprune prints or sends to MLflow (params, config.yaml,
+    warnings), so credentials in a tracking or data URI never reach a log or a run.
+    """
+    return _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@" if m["password"]
+                         else f"{m['scheme']}***@", text)
 
 
 class TrackingUnavailable(RuntimeError):
@@ -47,8 +63,9 @@ def check_tracking(uri: str | None) -> None:
         _client(uri).search_experiments(max_results=1)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TrackingUnavailable(f"tracking.uri: cannot reach {uri or 'the default store'}: "
-                                  f"{first[:200]}") from None
+        raise TrackingUnavailable(redact(f"tracking.uri: cannot reach "
+                                         f"{uri or 'the default store'}: {first[:200]}")
+                                  ) from None
 
 
 def front_of(records: Sequence[dict[str, Any]], objectives: Objectives) -> list[int]:
@@ -102,10 +119,10 @@ class Tracker:
         self.parent_id = run.info.run_id
         from mlflow.entities import Param
 
-        items = [Param(k, v[:6000]) for k, v in params.items()]
+        items = [Param(k, redact(v)[:6000]) for k, v in params.items()]
         for i in range(0, len(items), 100):
             self.client.log_batch(self.parent_id, params=items[i:i + 100])
-        self.client.log_text(self.parent_id, config_yaml, "config.yaml")
+        self.client.log_text(self.parent_id, redact(config_yaml), "config.yaml")
         return self.parent_id
 
     def attach(self, parent_id: str) -> None:
@@ -116,9 +133,9 @@ class Tracker:
 
     def _warn(self, what: str, exc: Exception) -> None:
         if not self.warned:
-            print(f"warning: tracking server unavailable ({what}: "
-                  f"{str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}); "
-                  "results are kept in the run folder and re-sent later", flush=True)
+            reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+            print(redact(f"warning: tracking server unavailable ({what}: {reason}); "
+                         "results are kept in the run folder and re-sent later"), flush=True)
             self.warned = True
 
     def _existing_child(self, index: int) -> str | None:

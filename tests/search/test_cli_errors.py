@@ -3,6 +3,7 @@ and nothing written anywhere."""
 
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -27,6 +28,33 @@ def resnet32_checkpoint(tmp_path_factory):
     return str(path)
 
 
+class _RunsCode:
+    """A pickled object that would create a file if its checkpoint were ever unpickled."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bad")
+    torch.save(create_model("resnet20", 10, 1).state_dict(), d / "good.pt")
+    raw = (d / "good.pt").read_bytes()
+    (d / "truncated.pt").write_bytes(raw[: len(raw) // 2])
+    torch.save({"conv.weight": _RunsCode(str(d / "code-ran"))}, d / "objects.pt")
+    x, y = np.zeros((40, 8, 8), np.uint8), np.zeros(40, np.int64)
+    np.savez(d / "missing.npz", x_train=x, y_train=y, x_test=x)
+    np.savez(d / "shape.npz", x_train=np.zeros((40, 5), np.uint8), y_train=y, x_test=x,
+             y_test=y)
+    np.savez(d / "labels.npz", x_train=x, y_train=y[:39], x_test=x, y_test=y)
+    (d / "garbage.npz").write_bytes(b"this is not a zip archive")
+    return d
+
+
+NPZ = ["search", "--set", "data.dataset=npz", "--set"]
 CASES = {
     "malformed yaml": (["search", "bad.yaml"], "bad.yaml is not valid YAML"),
     "unknown key": (["search", "--set", "search.popsize=8"], "search.popsize: unknown key"),
@@ -54,14 +82,29 @@ CASES = {
     "unknown preset": (["search", "cifar11"], "preset: unknown preset 'cifar11'"),
     "bad set syntax": (["search", "--set", "search.workers"], "--set: expected key=value"),
     "unknown run": (["front", "runs/nowhere"], "run: 'runs/nowhere' is not a blendprune run"),
+    "truncated checkpoint": (["search", "--set", "model.checkpoint=BAD/truncated.pt"],
+                             "model.checkpoint: cannot read BAD/truncated.pt (PytorchStream"),
+    "checkpoint with objects": (["search", "--set", "model.checkpoint=BAD/objects.pt"],
+                                "model.checkpoint: BAD/objects.pt holds pickled Python objects"),
+    "npz missing key": (NPZ + ["data.root=BAD/missing.npz"],
+                        "data.root: BAD/missing.npz lacks key 'y_test'"),
+    "npz wrong shape": (NPZ + ["data.root=BAD/shape.npz"],
+                        "data.root: BAD/shape.npz has image shape (40, 5)"),
+    "npz label count": (NPZ + ["data.root=BAD/labels.npz"],
+                        "data.root: BAD/labels.npz has 39 labels for 40 images"),
+    "not an npz": (NPZ + ["data.root=BAD/garbage.npz"],
+                   "data.root: cannot read BAD/garbage.npz as .npz"),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_bad_input_exits_2_and_writes_nothing(case, clean_cwd, capsys, resnet32_checkpoint):
+def test_bad_input_exits_2_and_writes_nothing(case, clean_cwd, capsys, resnet32_checkpoint,
+                                              bad_files):
     argv, message = CASES[case]
-    argv = [a.replace("CKPT", resnet32_checkpoint) for a in argv]
-    message = message.replace("CKPT", resnet32_checkpoint)
+    fill = {"CKPT": resnet32_checkpoint, "BAD": str(bad_files)}
+    for key, value in fill.items():
+        argv = [a.replace(key, value) for a in argv]
+        message = message.replace(key, value)
     if case == "malformed yaml":
         (clean_cwd / "bad.yaml").write_text("search: {population: 8\n")
     before = set(os.listdir(clean_cwd))
@@ -69,6 +112,7 @@ def test_bad_input_exits_2_and_writes_nothing(case, clean_cwd, capsys, resnet32_
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err, err
     assert set(os.listdir(clean_cwd)) == before  # no mlflow.db, no runs/
+    assert not (bad_files / "code-ran").exists()  # weights_only never ran pickled code
 
 
 def test_unreachable_tracking_uri_exits_1_before_compute(clean_cwd, capsys):
