@@ -60,3 +60,54 @@ def mlflow_server(tmp: Path, port: int) -> subprocess.Popen:
                  tmp / f"mlflow-{port}.log", env={**os.environ})
     wait_http(f"http://127.0.0.1:{port}/health", 90, proc)
     return proc
+
+
+def namespace_pids(proc: subprocess.Popen) -> list[int]:
+    """Host pids of every process in the PID namespace that `isolated` gave `proc`."""
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    if not children:
+        return []
+    ns = os.readlink(f"/proc/{children[0]}/ns/pid")
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.readlink(entry / "ns" / "pid") == ns:
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return ""
+
+
+def driver_pid(proc: subprocess.Popen) -> int:
+    """Host pid of the command `isolated` runs (pid 1 of its namespace)."""
+    return int(Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()[0])
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise ValueError(f"no VmHWM for pid {pid}")
+
+
+def ledger(out_dir: Path) -> list[dict]:
+    """The candidates a search under `out_dir` has recorded so far (last line per index)."""
+    import json
+
+    records: dict[int, dict] = {}
+    for path in out_dir.glob("*/candidates.jsonl"):
+        for line in path.read_text().splitlines():
+            try:
+                r = json.loads(line)
+            except ValueError:
+                continue  # a line being written
+            records[r["index"]] = r
+    return [records[i] for i in sorted(records)]
