@@ -91,11 +91,12 @@ def driver_pid(proc: subprocess.Popen) -> int:
     return int(Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()[0])
 
 
-def peak_rss_mb(pid: int) -> float:
+def rss_mb(pid: int, field: str = "VmHWM") -> float:
+    """Peak (VmHWM) or current (VmRSS) resident memory of a process, in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
-    raise ValueError(f"no VmHWM for pid {pid}")
+    raise ValueError(f"no {field} for pid {pid}")
 
 
 def ledger(out_dir: Path) -> list[dict]:
