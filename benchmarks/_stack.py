@@ -1,0 +1,68 @@
+"""The full search stack (Ray Tune + strategy + MLflow + run folder) and the plain loop it
+is compared with, on the same genomes. Shared by `overhead` and `scaling`."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pruning import Evaluator
+from search.config import Config, load_config
+from search.pipeline import Search, prepare_workspace
+from search.prepare import Workspace, validate
+from search.rundir import RunDir
+from search.tracking import Tracker
+from search.tune_runner import eval_settings, init_ray
+
+
+def digits_config(population: int, generations: int, steps: int, workers: int) -> Config:
+    """The embedded digits preset with a chosen budget, candidate cost and worker count."""
+    return load_config("digits", [f"search.population={population}",
+                                  f"search.generations={generations}",
+                                  f"evaluation.finetune_steps={steps}",
+                                  f"search.workers={workers}", "final.top_k=0"])
+
+
+def workspace(cfg: Config) -> Workspace:
+    init_ray(None, 2)
+    return prepare_workspace(validate(cfg), on_ray=True)
+
+
+def run_stack(cfg: Config, ws: Workspace) -> tuple[float, list[list[float]]]:
+    """Seconds of `Search.run_search` (Tune trials, ledger, MLflow, checkpoints) and the
+    genomes it evaluated. Ray is already up and the workspace prepared: both are one-off
+    costs of a search, not per-candidate overhead."""
+    ws.config = cfg
+    with tempfile.TemporaryDirectory() as tmp:
+        run = RunDir.create(Path(tmp) / "runs", cfg.name, cfg.to_dict())
+        tracker = Tracker(f"sqlite:///{tmp}/mlflow.db", "bench")
+        tracker.start(cfg.name, cfg.flat(), run.config_path.read_text())
+        search = Search(cfg, run, ws, tracker)
+        t0 = time.perf_counter()
+        search.run_search()
+        seconds = time.perf_counter() - t0
+        tracker.finish()
+        records = run.records()
+    assert len(records) == cfg.search.budget, len(records)
+    return seconds, [r["genome"] for r in records]
+
+
+def run_plain(ws: Workspace, genomes: list[list[float]]) -> tuple[float, list[dict[str, Any]]]:
+    """The same genomes through one in-process Evaluator (1 thread), built inside the timer
+    as a Tune actor builds its own."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        t0 = time.perf_counter()
+        ev = Evaluator(ws.model, ws.group_map, ws.table, ws.layout, ws.train, ws.holdout,
+                       mean=ws.mean, std=ws.std, pad=ws.data.pad, flip=ws.data.flip,
+                       settings=eval_settings(ws),
+                       cluster_threshold=ws.config.criteria.cluster_threshold)
+        results = [ev.evaluate(g).to_dict() for g in genomes]
+        return time.perf_counter() - t0, results
+    finally:
+        torch.set_num_threads(threads)

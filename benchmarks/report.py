@@ -1,0 +1,135 @@
+"""The benchmark tables, generated from `benchmarks/results/*.json`.
+
+    python -m benchmarks.report            # print the tables
+    python -m benchmarks.report --write    # update benchmarks/README.md and README.md
+
+Both files hold the tables between markers; a test fails when they drift from the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from benchmarks._common import REPO, RESULTS
+
+START = "<!-- benchmark-table:start (python -m benchmarks.report --write) -->"
+END = "<!-- benchmark-table:end -->"
+METHODS = ("deap-nsga2", "fixed-alpha", "random", "optuna-nsga2", "optuna-tpe")
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _met(d: dict[str, Any]) -> str:
+    return "met" if d.get("met") else "**missed**"
+
+
+def candidate_cost(d: dict[str, Any]) -> list[tuple[str, str, str]]:
+    rows = []
+    for r in d["results"]:
+        m = r["median"]
+        rows.append((f"candidate_cost, {r['arch']} ({d['device']})",
+                     f"{m['total']:.2f} s/candidate ({r['candidates_per_minute_per_worker']:.1f}"
+                     f"/min/worker): adaptive BN {m['adaptive_bn']:.2f} s, fine-tune "
+                     f"{m['finetune']:.2f} s, evaluate {m['evaluate']:.2f} s; decode+surgery "
+                     f"{1000 * r['decode_plus_surgery_median']:.0f} ms "
+                     f"({_pct(r['decode_plus_surgery_share'])})",
+                     "met (< 5%)" if r["decode_plus_surgery_share"] < 0.05 else "**missed**"))
+    return rows
+
+
+def overhead(d: dict[str, Any]) -> list[tuple[str, str, str]]:
+    m = d["median"]
+    return [(f"overhead, {d['candidates']} candidates",
+             f"stack / plain loop = {m['ratio']:.3f} (medians {m['stack_seconds']:.1f} s vs "
+             f"{m['plain_seconds']:.1f} s; {m['seconds_per_candidate_plain']:.2f} s/candidate)",
+             f"{_met(d)} (≤ 1.10)")]
+
+
+def scaling(d: dict[str, Any]) -> list[tuple[str, str, str]]:
+    m = d["median"]
+    return [(f"scaling, {d['candidates']} candidates",
+             f"{m['speedup']:.2f}× with 2 workers ({m['candidates_per_minute_1']:.1f} → "
+             f"{m['candidates_per_minute_2']:.1f} candidates/min)", f"{_met(d)} (≥ 1.8×)")]
+
+
+def vs_naive(d: dict[str, Any]) -> list[tuple[str, str, str]]:
+    m = d["median"]
+    return [(f"vs_naive, ResNet-20 ({d['data']})",
+             f"{m['speedup']:.2f}× faster per candidate ({m['ours_seconds']:.2f} s vs "
+             f"{m['naive_seconds']:.2f} s, equal MACs)", f"{_met(d)} (≥ 3×)")]
+
+
+def pareto_quality(d: dict[str, Any]) -> list[tuple[str, str, str]]:
+    s = d["summary"]
+    ds = d["settings"]["dataset"]
+    seeds = len(d["settings"]["seeds"])
+    hv = ", ".join(f"{m} {s[m]['median']:.3f}" for m in METHODS if m in s)
+    best = s["single-best"]
+    hv_text = (f"holdout hypervolume (median of {seeds} seed{'s' if seeds > 1 else ''}): "
+               f"{hv}, best single criterion ({best['criterion']}) {best['hypervolume']:.3f}")
+    tests = []
+    for target in ("0.5", "0.3"):
+        entry = s.get(f"test@{target}", {})
+        if "deap-nsga2" in entry and "single-best" in entry:
+            b, o = entry["deap-nsga2"], entry["single-best"]
+            tests.append(f"test acc. ≤{float(target):.0%} FLOPs: blended {_pct(b['mean'])}"
+                         f"±{100 * b['sd']:.1f}, best single {_pct(o['mean'])}"
+                         f"±{100 * o['sd']:.1f}")
+    top = max((m for m in METHODS if m in s), key=lambda m: s[m]["median"])
+    wins = top == "deap-nsga2"
+    e50 = s.get("test@0.5", {})
+    beats = ("deap-nsga2" in e50 and e50["deap-nsga2"]["mean"] - e50["single-best"]["mean"]
+             > s["noise"]["sd"])
+    text = (f"{hv_text}; " + "; ".join(tests) +
+            f"; evaluator noise sd {100 * s['noise']['sd']:.2f} pp")
+    goal = "met" if wins and beats else \
+        f"**missed** (highest HV: {top}; blended beats single at 50% by > noise: " \
+        f"{'yes' if beats else 'no'})"
+    return [(f"pareto_quality, {ds} ResNet-20 (base {_pct(d['base']['test_accuracy'])} test), "
+             f"{d['budget']} candidates/method", text, goal)]
+
+
+SUMMARIZERS = {"candidate_cost": candidate_cost, "overhead": overhead, "scaling": scaling,
+               "vs_naive": vs_naive, "pareto_quality": pareto_quality}
+
+
+def table(results: Path = RESULTS) -> str:
+    lines = ["| benchmark | result | goal |", "|---|---|---|"]
+    for name in SUMMARIZERS:
+        for path in sorted(results.glob(f"{name}*.json")):
+            data = json.loads(path.read_text())
+            for row in SUMMARIZERS[name](data):
+                lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def block(results: Path = RESULTS) -> str:
+    return f"{START}\n{table(results)}\n{END}"
+
+
+def replace_block(text: str, results: Path = RESULTS) -> str:
+    if START not in text or END not in text:
+        raise ValueError(f"missing the markers {START!r} ... {END!r}")
+    head, rest = text.split(START, 1)
+    return head + block(results) + rest.split(END, 1)[1]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--write", action="store_true", help="update the READMEs in place")
+    args = p.parse_args()
+    if not args.write:
+        print(table())
+        return
+    for path in (REPO / "benchmarks" / "README.md", REPO / "README.md"):
+        path.write_text(replace_block(path.read_text()))
+        print(f"updated {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+import json
+
+from benchmarks._common import REPO
+from benchmarks.report import block, replace_block, table
+
+
+def test_readme_tables_match_the_committed_results():
+    for path in (REPO / "README.md", REPO / "benchmarks" / "README.md"):
+        assert block() in path.read_text(), f"{path} drifted: python -m benchmarks.report --write"
+
+
+def test_rows_state_ratios_and_goals(tmp_path):
+    (tmp_path / "overhead.json").write_text(json.dumps({
+        "candidates": 24, "met": False,
+        "median": {"ratio": 1.234, "stack_seconds": 61.7, "plain_seconds": 50.0,
+                   "seconds_per_candidate_plain": 2.08}}))
+    (tmp_path / "scaling.json").write_text(json.dumps({
+        "candidates": 24, "met": True,
+        "median": {"speedup": 1.91, "candidates_per_minute_1": 20.0,
+                   "candidates_per_minute_2": 38.2}}))
+    text = table(tmp_path)
+    assert "stack / plain loop = 1.234 (medians 61.7 s vs 50.0 s; 2.08 s/candidate) | " \
+           "**missed** (≤ 1.10)" in text
+    assert "1.91× with 2 workers (20.0 → 38.2 candidates/min) | met (≥ 1.8×)" in text
+    assert replace_block("a\n<!-- benchmark-table:start (python -m benchmarks.report --write) "
+                         "-->\nold\n<!-- benchmark-table:end -->\nb", tmp_path).endswith(
+        "<!-- benchmark-table:end -->\nb")
