@@ -226,6 +226,9 @@ def main() -> None:
     p.add_argument("--final-seeds", type=int, default=2)
     p.add_argument("--noise-seeds", type=int, default=5)
     p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--merge", action="store_true",
+                   help="keep the previous result's searches for methods not rerun now "
+                        "(same settings required), e.g. after changing one method")
     args = p.parse_args()
     if not (args.data_root / ("fashion-mnist" if args.dataset == "fashion-mnist"
                               else "cifar10-jpeg")).exists():
@@ -266,6 +269,9 @@ def main() -> None:
                 if rec is not None:
                     finals_in += [(m, target, rec["plan"], fs) for fs in range(args.final_seeds)]
         finals = pool.map(run_final, finals_in)
+    merged_from = None
+    if args.merge:
+        searches, finals, merged_from = merge_previous(args, budget, searches, finals)
     summary: dict[str, Any] = {}
     single_hv = [front_hv(s["records"]) for s in singles]
     summary["single"] = {c: hv for c, hv in zip(criteria, single_hv)}
@@ -290,17 +296,41 @@ def main() -> None:
     png = plot(args.dataset, singles, searches, criteria[best_k])
     for s in searches:
         for r in s["records"]:
-            r.pop("plan")
+            r.pop("plan", None)
     for s in singles:
         for r in s["records"]:
-            r.pop("plan")
+            r.pop("plan", None)
     write_result(f"pareto_quality_{args.dataset}", {
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "base": {"test_accuracy": base_test, "holdout_accuracy_brief_finetune": base_holdout},
         "budget": budget, "summary": summary, "plot": png.name, "singles": singles,
-        "searches": searches, "finals": finals,
+        "searches": searches, "finals": finals, "merged_from": merged_from,
         "wall_seconds": time.perf_counter() - t_start})
     print(json.dumps(summary, indent=1))
+
+
+def merge_previous(args: argparse.Namespace, budget: int, searches: list[dict],
+                   finals: list[dict]) -> tuple[list[dict], list[dict], dict | None]:
+    """Searches and finals of the previous result for the methods not rerun now.
+
+    Valid because every method runs on the same cached base model and ScoreTable with
+    common random numbers; the settings must match, or this stops.
+    """
+    path = RESULTS / f"pareto_quality_{args.dataset}.json"
+    if not path.exists():
+        return searches, finals, None
+    old = json.loads(path.read_text())
+    ignore = {"methods", "merge", "jobs", "data_root"}
+    now = {k: v for k, v in vars(args).items() if k not in ignore}
+    before = {k: v for k, v in old["settings"].items() if k not in ignore}
+    if now != before or old["budget"] != budget:
+        raise SystemExit(f"--merge: {path} was made with other settings: {before}")
+    kept = [m for m in old["settings"]["methods"] if m not in args.methods]
+    searches = [s for s in old["searches"] if s["method"] in kept] + searches
+    finals = [f for f in old["finals"] if f["method"] in kept] + finals
+    args.methods = [m for m in old["settings"]["methods"] if m in kept or m in args.methods] \
+        + [m for m in args.methods if m not in old["settings"]["methods"]]
+    return searches, finals, {"command": old["command"], "date": old["date"], "methods": kept}
 
 
 def plot(dataset: str, singles: list[dict], searches: list[dict], best: str) -> Path:
