@@ -32,28 +32,36 @@ def workspace(cfg: Config) -> Workspace:
     return prepare_workspace(validate(cfg), on_ray=True)
 
 
-def run_stack(cfg: Config, ws: Workspace) -> tuple[float, list[list[float]]]:
-    """Seconds of `Search.run_search` (Tune trials, ledger, MLflow, checkpoints) and the
-    genomes it evaluated. Ray is already up and the workspace prepared: both are one-off
-    costs of a search, not per-candidate overhead."""
+def run_stack(cfg: Config, ws: Workspace) -> tuple[float, list[list[float]], list[float]]:
+    """Seconds of `Search.run_search` (Tune trials, ledger, MLflow, checkpoints), the
+    genomes it evaluated and when each finished (seconds since the start). Ray is already
+    up and the workspace prepared: both are one-off costs of a search."""
     ws.config = cfg
     with tempfile.TemporaryDirectory() as tmp:
         run = RunDir.create(Path(tmp) / "runs", cfg.name, cfg.to_dict())
         tracker = Tracker(f"sqlite:///{tmp}/mlflow.db", "bench")
         tracker.start(cfg.name, cfg.flat(), run.config_path.read_text())
         search = Search(cfg, run, ws, tracker)
+        done: list[float] = []
+        record = search.on_complete
+
+        def on_complete(*args: Any) -> None:
+            record(*args)
+            done.append(time.perf_counter() - t0)
+
+        search.on_complete = on_complete  # type: ignore[method-assign]
         t0 = time.perf_counter()
         search.run_search()
         seconds = time.perf_counter() - t0
         tracker.finish()
         records = run.records()
     assert len(records) == cfg.search.budget, len(records)
-    return seconds, [r["genome"] for r in records]
+    return seconds, [r["genome"] for r in records], done
 
 
-def run_plain(ws: Workspace, genomes: list[list[float]]) -> tuple[float, list[dict[str, Any]]]:
+def run_plain(ws: Workspace, genomes: list[list[float]]) -> tuple[float, list[float]]:
     """The same genomes through one in-process Evaluator (1 thread), built inside the timer
-    as a Tune actor builds its own."""
+    as a Tune actor builds its own; total seconds and when each candidate finished."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -62,7 +70,10 @@ def run_plain(ws: Workspace, genomes: list[list[float]]) -> tuple[float, list[di
                        mean=ws.mean, std=ws.std, pad=ws.data.pad, flip=ws.data.flip,
                        settings=eval_settings(ws),
                        cluster_threshold=ws.config.criteria.cluster_threshold)
-        results = [ev.evaluate(g).to_dict() for g in genomes]
-        return time.perf_counter() - t0, results
+        done = []
+        for g in genomes:
+            ev.evaluate(g)
+            done.append(time.perf_counter() - t0)
+        return time.perf_counter() - t0, done
     finally:
         torch.set_num_threads(threads)

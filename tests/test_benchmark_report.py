@@ -15,9 +15,9 @@ def test_rows_state_ratios_and_goals(tmp_path):
         "median": {"ratio": 1.234, "stack_seconds": 61.7, "plain_seconds": 50.0,
                    "seconds_per_candidate_plain": 2.08}}))
     (tmp_path / "scaling.json").write_text(json.dumps({
-        "candidates": 24, "met": True,
-        "median": {"speedup": 1.91, "candidates_per_minute_1": 20.0,
-                   "candidates_per_minute_2": 38.2}}))
+        "candidates": 24, "met": True, "algorithms": {"deap-steady": {
+            "median": {"speedup": 1.91, "candidates_per_minute_1": 20.0,
+                       "candidates_per_minute_2": 38.2}}}}))
     text = table(tmp_path)
     assert "stack / plain loop = 1.234 (medians 61.7 s vs 50.0 s; 2.08 s/candidate) | " \
            "**missed** (≤ 1.10)" in text
