@@ -53,7 +53,19 @@ def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = N
     raise TimeoutError(url)
 
 
+def wait_port_free(port: int, timeout: float = 60.0) -> None:
+    """Until nothing answers on 127.0.0.1:port (a killed server's processes may linger)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) != 0:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"port {port} still answers")
+
+
 def mlflow_server(tmp: Path, port: int) -> subprocess.Popen:
+    wait_port_free(port)  # else /health may be answered by a dying predecessor
     proc = start([str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
                   "--backend-store-uri", f"sqlite:///{tmp / 'server.db'}",
                   "--artifacts-destination", str(tmp / "artifacts"), "--workers", "1"],
