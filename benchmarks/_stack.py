@@ -10,21 +10,23 @@ from typing import Any
 
 import torch
 
-from pruning import Evaluator
 from search.config import Config, load_config
 from search.pipeline import Search, prepare_workspace
 from search.prepare import Workspace, validate
 from search.rundir import RunDir
 from search.tracking import Tracker
-from search.tune_runner import eval_settings, init_ray
+from search.tune_runner import init_ray, resident_evaluator
 
 
-def digits_config(population: int, generations: int, steps: int, workers: int) -> Config:
-    """The embedded digits preset with a chosen budget, candidate cost and worker count."""
+def digits_config(population: int, generations: int, steps: int, workers: int,
+                  algorithm: str = "deap-nsga2") -> Config:
+    """The embedded digits preset with a chosen budget, candidate cost, worker count and
+    algorithm."""
     return load_config("digits", [f"search.population={population}",
                                   f"search.generations={generations}",
                                   f"evaluation.finetune_steps={steps}",
-                                  f"search.workers={workers}", "final.top_k=0"])
+                                  f"search.workers={workers}", f"search.algorithm={algorithm}",
+                                  "final.top_k=0"])
 
 
 def workspace(cfg: Config) -> Workspace:
@@ -66,10 +68,7 @@ def run_plain(ws: Workspace, genomes: list[list[float]]) -> tuple[float, list[fl
     torch.set_num_threads(1)
     try:
         t0 = time.perf_counter()
-        ev = Evaluator(ws.model, ws.group_map, ws.table, ws.layout, ws.train, ws.holdout,
-                       mean=ws.mean, std=ws.std, pad=ws.data.pad, flip=ws.data.flip,
-                       settings=eval_settings(ws),
-                       cluster_threshold=ws.config.criteria.cluster_threshold)
+        ev = resident_evaluator(ws)
         done = []
         for g in genomes:
             ev.evaluate(g)

@@ -13,8 +13,7 @@ import argparse
 import statistics
 
 from benchmarks._common import write_result
-from benchmarks._stack import run_stack, workspace
-from search.config import load_config
+from benchmarks._stack import digits_config, run_stack, workspace
 
 
 def main() -> None:
@@ -28,10 +27,8 @@ def main() -> None:
     ws = None
     out = {}
     for algo in args.algorithms:
-        configs = {w: load_config("digits", [
-            f"search.population={args.population}", f"search.generations={args.generations}",
-            f"evaluation.finetune_steps={args.steps}", f"search.workers={w}",
-            f"search.algorithm={algo}", "final.top_k=0"]) for w in (1, 2)}
+        configs = {w: digits_config(args.population, args.generations, args.steps, w, algo)
+                   for w in (1, 2)}
         ws = ws or workspace(configs[1])
         rates: dict[int, list[float]] = {1: [], 2: []}
         speedups = []

@@ -263,12 +263,12 @@ class Evaluator:
             if s.latency:
                 result.latency = measure_latency(model, self.example_input)
         except (DivergedError, ValueError, MemoryError, RuntimeError) as exc:
-            if isinstance(exc, RuntimeError) and not isinstance(exc, DivergedError) \
-                    and not _out_of_memory(exc):
-                raise
-            if _out_of_memory(exc) and torch.cuda.is_available():
+            oom = _out_of_memory(exc)
+            if not (oom or isinstance(exc, (DivergedError, ValueError))):
+                raise  # any other RuntimeError is a bug, not a bad candidate
+            if oom and torch.cuda.is_available():
                 torch.cuda.empty_cache()
-            name = "OutOfMemoryError" if _out_of_memory(exc) else type(exc).__name__
+            name = "OutOfMemoryError" if oom else type(exc).__name__
             result.status, result.reason = "failed", f"{name}: {str(exc).splitlines()[0][:300]}"
             result.accuracy = 0.0
         t["total"] = sum(t.values())

@@ -132,14 +132,13 @@ def _resolve_run(run: str, uri: str | None) -> tuple[Path | None, str | None, st
         return path, state.get("parent_run_id"), uri or state.get("tracking_uri")
     if os.path.sep in run or path.exists():
         raise UsageError(f"run: {run!r} is not a blendprune run folder (no config.yaml)")
-    from .tracking import _client, check_tracking, redact
+    from .tracking import _client, check_tracking
 
     check_tracking(uri)
     try:
         parent = _client(uri).get_run(run)
     except Exception:
-        raise UsageError(redact(f"run: no MLflow run {run!r} at {uri or 'the default store'}")
-                         ) from None
+        raise UsageError(f"run: no MLflow run {run!r} at {uri or 'the default store'}") from None
     if parent.data.tags.get("blendprune.role") != "search":
         raise UsageError(f"run: MLflow run {run!r} is not a blendprune search")
     folder = parent.data.tags.get(RUN_DIR_TAG)
@@ -338,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         print(redact(f"error: {exc}"), file=sys.stderr)
         return 2
     except TrackingUnavailable as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(redact(f"error: {exc}"), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted; continue with `blendprune resume RUN_FOLDER`", file=sys.stderr)

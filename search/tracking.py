@@ -65,9 +65,8 @@ def check_tracking(uri: str | None) -> None:
         _client(uri).search_experiments(max_results=1)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TrackingUnavailable(redact(f"tracking.uri: cannot reach "
-                                         f"{uri or 'the default store'}: {first[:200]}")
-                                  ) from None
+        raise TrackingUnavailable(f"tracking.uri: cannot reach {uri or 'the default store'}: "
+                                  f"{first[:200]}") from None
 
 
 def front_of(records: Sequence[dict[str, Any]], objectives: Objectives) -> list[int]:

@@ -24,7 +24,8 @@ from pruning import EvalSettings, Evaluator
 from .prepare import Workspace
 from .strategy import Strategy
 
-__all__ = ["CandidateTrainable", "StrategySearcher", "init_ray", "run_trials"]
+__all__ = ["CandidateTrainable", "StrategySearcher", "init_ray", "resident_evaluator",
+           "run_trials"]
 
 
 def init_ray(address: str | None, num_cpus: int | None) -> None:
@@ -63,6 +64,16 @@ def eval_settings(ws: Workspace) -> EvalSettings:
                         latency=e.latency)
 
 
+def resident_evaluator(ws: Workspace, device: str = "cpu") -> Evaluator:
+    """The workspace's base model and data moved to `device` once, behind an Evaluator."""
+    model = ws.model.to(device).eval()
+    train = (ws.train[0].to(device), ws.train[1].to(device))
+    holdout = (ws.holdout[0].to(device), ws.holdout[1].to(device))
+    return Evaluator(model, ws.group_map, ws.table, ws.layout, train, holdout, mean=ws.mean,
+                     std=ws.std, pad=ws.data.pad, flip=ws.data.flip, settings=eval_settings(ws),
+                     cluster_threshold=ws.config.criteria.cluster_threshold)
+
+
 class CandidateTrainable(tune.Trainable):
     """One Tune trial = one candidate; the actor keeps the Evaluator between trials."""
 
@@ -71,14 +82,7 @@ class CandidateTrainable(tune.Trainable):
         assert workspace is not None
         torch.set_num_threads(threads)
         device = "cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu"
-        ws = workspace
-        model = ws.model.to(device).eval()
-        train = (ws.train[0].to(device), ws.train[1].to(device))
-        holdout = (ws.holdout[0].to(device), ws.holdout[1].to(device))
-        self.evaluator = Evaluator(model, ws.group_map, ws.table, ws.layout, train, holdout,
-                                   mean=ws.mean, std=ws.std, pad=ws.data.pad,
-                                   flip=ws.data.flip, settings=eval_settings(ws),
-                                   cluster_threshold=ws.config.criteria.cluster_threshold)
+        self.evaluator = resident_evaluator(workspace, device)
 
     def step(self) -> dict[str, Any]:
         result = self.evaluator.evaluate(self.config["genome"])

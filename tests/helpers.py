@@ -124,3 +124,15 @@ def ledger(out_dir: Path) -> list[dict]:
                 continue  # a line being written
             records[r["index"]] = r
     return [records[i] for i in sorted(records)]
+
+
+def mlflow_runs(uri: str, experiment: str = "blendprune"):
+    """(client, parent runs, candidate runs) of an experiment in a tracking store."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=2000)
+    parents = [r for r in runs if r.data.tags.get("blendprune.role") == "search"]
+    children = [r for r in runs if r.data.tags.get("blendprune.role") == "candidate"]
+    return client, parents, children

@@ -5,75 +5,22 @@ caches. Each search is a real `blendprune` process in its own PID namespace."""
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from ..helpers import (
-    REPO,
     cmdline,
     free_port,
-    isolated,
     ledger,
+    mlflow_runs,
     mlflow_server,
     namespace_pids,
     stop,
 )
+from .searches import FAST, assert_exactly_once, budget, launch, wait_for
 
 pytestmark = pytest.mark.slow
-
-FAST = ["--set", "search.workers=2", "--set", "evaluation.bn_batches=4",
-        "--set", "base_training.epochs=12", "--set", "final.top_k=1",
-        "--set", "final.epochs=1", "--set", "constraints.max_flops_ratio=0.6"]
-
-
-def budget(population, generations, steps):
-    return ["--set", f"search.population={population}", "--set",
-            f"search.generations={generations}", "--set", f"evaluation.finetune_steps={steps}"]
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("cache")
-
-
-def launch(args, tmp, cache, log_name="search.log"):
-    env = {**os.environ, "BLENDPRUNE_CACHE": str(cache), "PYTHONPATH": str(REPO)}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    log = open(tmp / log_name, "w")
-    return subprocess.Popen(isolated([sys.executable, "-m", "search.cli", *args]), cwd=REPO,
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
-
-
-def wait_for(predicate, proc, timeout, what, log):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"search exited ({proc.returncode}) before {what}:\n"
-                                 + log.read_text()[-3000:])
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}:\n" + log.read_text()[-3000:])
-
-
-def children(uri):
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name("blendprune")
-    runs = client.search_runs([exp.experiment_id], max_results=2000)
-    parents = [r for r in runs if r.data.tags.get("blendprune.role") == "search"]
-    kids = [r for r in runs if r.data.tags.get("blendprune.role") == "candidate"]
-    return client, parents, kids
-
-
-def assert_exactly_once(kids, n):
-    indices = sorted(int(c.data.tags["blendprune.index"]) for c in kids)
-    assert indices == list(range(n)), indices
 
 
 def test_worker_killed_mid_evaluation_is_retried(tmp_path, cache):
@@ -83,7 +30,6 @@ def test_worker_killed_mid_evaluation_is_retried(tmp_path, cache):
     proc = launch(["search", *FAST, *budget(6, 2, 60), "--tracking-uri", uri,
                    "--output-dir", str(out)], tmp_path, cache)
     log = tmp_path / "search.log"
-    killed = []
 
     def kill_a_busy_worker():
         if len(ledger(out)) < 2:
@@ -92,7 +38,6 @@ def test_worker_killed_mid_evaluation_is_retried(tmp_path, cache):
             title = cmdline(pid).split(" ")[0]  # e.g. ray::ResourceTrainable.train
             if title.startswith("ray::") and title.endswith("Trainable.train"):
                 os.kill(pid, signal.SIGKILL)  # the actor dies inside evaluate()
-                killed.append(pid)
                 return True
         return False
 
@@ -106,27 +51,27 @@ def test_worker_killed_mid_evaluation_is_retried(tmp_path, cache):
     assert all(r["result"]["status"] == "ok" for r in records)  # the retry succeeded
     errors = list((out).glob("*/tune/*/candidate_*/error.txt"))
     assert errors, "Tune recorded no failed attempt: the kill did not hit a trial"
-    _, parents, kids = children(uri)
+    _, parents, kids = mlflow_runs(uri)
     assert len(parents) == 1 and len(kids) == n
     assert_exactly_once(kids, n)
     assert all(k.info.status == "FINISHED" for k in kids)
 
 
-def _server_search(tmp_path, cache, port, n_pop, n_gen):
-    # credentials in the URI: the server ignores them, blendprune must never show them
-    uri = f"http://alice:s3cret@127.0.0.1:{port}"
-    proc = launch(["search", *FAST, *budget(n_pop, n_gen, 40), "--tracking-uri", uri,
-                   "--output-dir", str(tmp_path / "runs")], tmp_path, cache)
-    return uri, proc
+def _server_search(tmp_path, cache, n_pop, n_gen):
+    """A fresh `mlflow server` and a search logging to it; the URI carries credentials the
+    server ignores and blendprune must never show."""
+    port = free_port()
+    server = mlflow_server(tmp_path, port)
+    proc = launch(["search", *FAST, *budget(n_pop, n_gen, 40), "--tracking-uri",
+                   f"http://alice:s3cret@127.0.0.1:{port}", "--output-dir",
+                   str(tmp_path / "runs")], tmp_path, cache)
+    return port, server, proc, tmp_path / "search.log", tmp_path / "runs"
 
 
 def test_tracking_server_stopped_and_restarted_loses_nothing(tmp_path, cache):
     n_pop, n_gen = 8, 3
     n = n_pop * n_gen
-    port = free_port()
-    server = mlflow_server(tmp_path, port)
-    uri, proc = _server_search(tmp_path, cache, port, n_pop, n_gen)
-    log, out = tmp_path / "search.log", tmp_path / "runs"
+    port, server, proc, log, out = _server_search(tmp_path, cache, n_pop, n_gen)
     try:
         wait_for(lambda: len(ledger(out)) >= 3, proc, 400, "3 candidates", log)
         stop(server)
@@ -139,7 +84,7 @@ def test_tracking_server_stopped_and_restarted_loses_nothing(tmp_path, cache):
         text = log.read_text()
         assert "warning: tracking server unavailable" in text
         assert len(unsent) >= 4
-        _, parents, kids = children(f"http://127.0.0.1:{port}")
+        _, parents, kids = mlflow_runs(f"http://127.0.0.1:{port}")
         assert len(parents) == 1 and len(kids) == n
         assert_exactly_once(kids, n)  # the buffered ones arrived, none twice
         assert all(r["run_id"] for r in ledger(out))
@@ -154,10 +99,7 @@ def test_tracking_server_stopped_and_restarted_loses_nothing(tmp_path, cache):
 def test_tracking_server_that_never_returns_then_resume_pushes(tmp_path, cache):
     n_pop, n_gen = 6, 2
     n = n_pop * n_gen
-    port = free_port()
-    server = mlflow_server(tmp_path, port)
-    uri, proc = _server_search(tmp_path, cache, port, n_pop, n_gen)
-    log, out = tmp_path / "search.log", tmp_path / "runs"
+    port, server, proc, log, out = _server_search(tmp_path, cache, n_pop, n_gen)
     try:
         wait_for(lambda: len(ledger(out)) >= 2, proc, 400, "2 candidates", log)
         stop(server)
@@ -173,7 +115,7 @@ def test_tracking_server_that_never_returns_then_resume_pushes(tmp_path, cache):
     try:
         resumed = launch(["resume", str(run_dir)], tmp_path, cache, "resume.log")
         assert resumed.wait(timeout=600) == 0, (tmp_path / "resume.log").read_text()[-3000:]
-        client, parents, kids = children(f"http://127.0.0.1:{port}")
+        client, parents, kids = mlflow_runs(f"http://127.0.0.1:{port}")
         assert len(parents) == 1 and len(kids) == n
         assert_exactly_once(kids, n)
         front = client.download_artifacts(parents[0].info.run_id, "pareto/front.json",
@@ -196,7 +138,7 @@ def test_out_of_memory_candidates_fail_and_the_search_completes(tmp_path, cache)
         assert proc.wait(timeout=600) == 0, (tmp_path / "search.log").read_text()[-3000:]
     finally:
         stop(proc)
-    _, _, kids = children(uri)
+    _, _, kids = mlflow_runs(uri)
     assert_exactly_once(kids, n)
     failed = [k for k in kids if k.info.status == "FAILED"]
     assert failed and len(failed) < n

@@ -4,13 +4,13 @@ import json
 
 import pytest
 
-from ..helpers import driver_pid, ledger, rss_mb, stop
-from .test_faults import FAST, budget, cache, children, launch, wait_for  # noqa: F401
+from ..helpers import driver_pid, ledger, mlflow_runs, rss_mb, stop
+from .searches import FAST, budget, launch, wait_for
 
 pytestmark = pytest.mark.slow
 
 
-def test_two_hundred_candidates_with_steady_driver_memory(tmp_path, cache):  # noqa: F811
+def test_two_hundred_candidates_with_steady_driver_memory(tmp_path, cache):
     n = 200
     uri = f"sqlite:///{tmp_path / 'store.db'}"
     out = tmp_path / "runs"
@@ -34,6 +34,6 @@ def test_two_hundred_candidates_with_steady_driver_memory(tmp_path, cache):  # n
                       "rss_growth": round(growth_now, 4)}))
     assert growth <= 0.20, f"driver peak RSS grew {growth:.1%}: {at_50:.0f} -> {at_200:.0f} MB"
     assert growth_now <= 0.20, f"driver RSS grew {growth_now:.1%}: {now_50:.0f} -> {now_200:.0f}"
-    _, parents, kids = children(uri)
+    _, parents, kids = mlflow_runs(uri)
     assert len(parents) == 1 and len(kids) == n
     assert sorted(int(k.data.tags["blendprune.index"]) for k in kids) == list(range(n))

@@ -14,6 +14,8 @@ import pytest
 from search.cli import main
 from search.pareto import non_dominated
 
+from ..helpers import mlflow_runs
+
 pytestmark = pytest.mark.slow
 
 BUDGET = 16
@@ -41,17 +43,6 @@ def env(tmp_path_factory):
             os.environ[k] = v
 
 
-def store(uri):
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name("blendprune")
-    runs = client.search_runs([exp.experiment_id], max_results=1000)
-    parents = [r for r in runs if r.data.tags.get("blendprune.role") == "search"]
-    children = [r for r in runs if r.data.tags.get("blendprune.role") == "candidate"]
-    return client, parents, children
-
-
 def check_front(client, parent, children, max_flops_ratio=0.6):
     ok = [c for c in children if c.info.status == "FINISHED"
           and c.data.metrics["flops_ratio"] <= max_flops_ratio]
@@ -73,7 +64,7 @@ def test_search_records_budget_and_front(algorithm, env, capsys):
     out = capsys.readouterr().out
     assert "Pareto front" in out and "mlflow ui --backend-store-uri" in out
     assert out.count("gen ") == 2  # one progress line per generation
-    client, parents, children = store(uri)
+    client, parents, children = mlflow_runs(uri)
     assert len(parents) == 1 and len(children) == BUDGET
     parent = parents[0]
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
@@ -104,7 +95,7 @@ def test_nan_candidates_are_failed_and_search_completes(env, capsys):
     assert main(["search", *FAST, "--set", "evaluation.lr=1e12", "--set",
                  "search.algorithm=random", "--tracking-uri", uri,
                  "--output-dir", str(env / "runs-nan")]) == 0
-    client, parents, children = store(uri)
+    client, parents, children = mlflow_runs(uri)
     assert len(children) == BUDGET
     assert all(c.info.status == "FAILED" for c in children)
     assert all("DivergedError" in c.data.params["failure"] for c in children)
@@ -148,7 +139,7 @@ def test_resume_after_driver_sigkill(env):
          *_cli("resume", str(run_dir))], capture_output=True, text=True, timeout=600,
         cwd=Path(__file__).resolve().parents[2])
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    client, parents, children = store(uri)
+    client, parents, children = mlflow_runs(uri)
     assert len(parents) == 1 and len(children) == BUDGET
     indices = sorted(int(c.data.tags["blendprune.index"]) for c in children)
     assert indices == list(range(BUDGET))
