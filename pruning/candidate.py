@@ -23,7 +23,7 @@ from .data import TensorLoader
 from .plan import ENCODINGS, Plan, decode_plan, ratio_slots
 from .scores import ScoreTable
 from .surgery import GroupMap, apply_plan
-from .train import DivergedError, adaptive_bn, evaluate, finetune
+from .train import DivergedError, adaptive_bn, evaluate, finetune, memory_format
 
 __all__ = ["CandidateResult", "Decoder", "EvalSettings", "Evaluator", "GenomeLayout"]
 
@@ -91,6 +91,7 @@ class EvalSettings:
     fuse_temperature: float = 5.0
     seed: int = 0
     latency: bool = False
+    channels_last: bool = True
 
 
 @dataclass
@@ -219,12 +220,14 @@ class Evaluator:
         self.cost = CostModel(base, group_map, self.example_input)
         self.decoder = Decoder(table, layout, self.cost, cluster_threshold)
         self.blender = self.decoder.blender
-        common = {"mean": mean, "std": std, "batch_size": settings.batch_size}
+        common = {"mean": mean, "std": std, "batch_size": settings.batch_size,
+                  "channels_last": settings.channels_last}
         self.bn_loader = TensorLoader(*train, **common, seed=settings.seed + 1)
         self.ft_loader = TensorLoader(*train, **common, augment=True, pad=pad, flip=flip,
                                       seed=settings.seed + 2)
         self.holdout_loader = TensorLoader(*holdout, mean=mean, std=std, batch_size=512,
-                                           shuffle=False, drop_last=False)
+                                           shuffle=False, drop_last=False,
+                                           channels_last=settings.channels_last)
 
     def decode(self, genome: Sequence[float]) -> Plan:
         return self.decoder.decode(genome)
@@ -247,6 +250,7 @@ class Evaluator:
             t0 = time.perf_counter()
             model = apply_plan(self.base, self.group_map, plan, keep=s.keep,
                                fuse_temperature=s.fuse_temperature)
+            model.to(memory_format=memory_format(s.channels_last))
             t["surgery"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             adaptive_bn(model, self.bn_loader.batches(s.bn_batches))
@@ -255,7 +259,7 @@ class Evaluator:
                 result.bn_accuracy = evaluate(model, self.holdout_loader)["accuracy"]
                 t0 = time.perf_counter()
                 finetune(model, self.ft_loader.batches(s.finetune_steps), s.finetune_steps,
-                         lr=s.lr)
+                         lr=s.lr, channels_last=s.channels_last)
                 t["finetune"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             result.accuracy = evaluate(model, self.holdout_loader)["accuracy"]

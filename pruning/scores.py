@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .criteria import ActivationCriterion, Criterion, get_criterion
+from .kernel_guards import training_guards
 from .surgery import GroupMap
 
 __all__ = ["DEFAULT_POOL", "ScoreTable", "compute_scores"]
@@ -102,6 +103,8 @@ def compute_scores(model: nn.Module, group_map: GroupMap, pool: Sequence[str | C
             with contextlib.ExitStack() as stack:
                 for c in recorders:
                     stack.enter_context(c.recording(model))
+                if needs_grad:
+                    stack.enter_context(training_guards(next(model.parameters()).device))
                 for x, y in batches:
                     with torch.set_grad_enabled(needs_grad):
                         out = model(x)

@@ -1,8 +1,10 @@
 """Train, fine-tune, re-estimate BatchNorm, evaluate: the four things a candidate needs.
 
 Everything runs channels_last (faster convs on CPU and CUDA) and under bf16 autocast on
-CUDA. The learning-rate schedules decay to zero: a brief fine-tune at a constant lr is a
-noisy fitness (design §2.5), a decaying one settles each candidate before it is scored.
+CUDA. Training steps run under `training_guards`, which route around native CPU kernel
+faults that pruned widths reach. The learning-rate schedules decay to zero: a brief
+fine-tune at a constant lr is a noisy fitness (design §2.5), a decaying one settles each
+candidate before it is scored.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["DivergedError", "adaptive_bn", "evaluate", "finetune", "train"]
+from .kernel_guards import training_guards
+
+__all__ = ["DivergedError", "adaptive_bn", "evaluate", "finetune", "memory_format", "train"]
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -29,6 +33,10 @@ def _autocast(device: torch.device) -> AbstractContextManager[object]:
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return nullcontext()
+
+
+def memory_format(channels_last: bool) -> torch.memory_format:
+    return torch.channels_last if channels_last else torch.contiguous_format
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -48,30 +56,31 @@ def _optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: float
 def _run_steps(model: nn.Module, batches: Batches, total: int,
                lr_at: Callable[[int], float], *, momentum: float, weight_decay: float,
                label_smoothing: float, on_epoch: Callable[[int, float], None] | None = None,
-               steps_per_epoch: int = 0) -> dict[str, float]:
+               steps_per_epoch: int = 0, channels_last: bool = True) -> dict[str, float]:
     device = _device(model)
-    model.to(memory_format=torch.channels_last)
+    model.to(memory_format=memory_format(channels_last))
     model.train()
     opt = _optimizer(model, lr_at(0), momentum, weight_decay)
     loss_sum, seen, step = 0.0, 0, 0
-    for x, y in batches:
-        if step == total:
-            break
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step)
-        with _autocast(device):
-            out = model(x)
-        loss = F.cross_entropy(out.float(), y, label_smoothing=label_smoothing)
-        if not torch.isfinite(loss):
-            raise DivergedError(f"loss is {loss.item()} at step {step}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        loss_sum += loss.item() * len(y)
-        seen += len(y)
-        step += 1
-        if on_epoch is not None and steps_per_epoch and step % steps_per_epoch == 0:
-            on_epoch(step // steps_per_epoch, loss_sum / max(seen, 1))
+    with training_guards(device):
+        for x, y in batches:
+            if step == total:
+                break
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step)
+            with _autocast(device):
+                out = model(x)
+            loss = F.cross_entropy(out.float(), y, label_smoothing=label_smoothing)
+            if not torch.isfinite(loss):
+                raise DivergedError(f"loss is {loss.item()} at step {step}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.item() * len(y)
+            seen += len(y)
+            step += 1
+            if on_epoch is not None and steps_per_epoch and step % steps_per_epoch == 0:
+                on_epoch(step // steps_per_epoch, loss_sum / max(seen, 1))
     return {"loss": loss_sum / max(seen, 1), "steps": float(step)}
 
 
@@ -107,8 +116,12 @@ def train(model: nn.Module, loader: object, *, epochs: int, lr: float = 0.1,
 
 
 def finetune(model: nn.Module, batches: Batches, steps: int, *, lr: float = 0.01,
-             momentum: float = 0.9, weight_decay: float = 5e-4) -> dict[str, float]:
-    """`steps` SGD steps with a cosine decay from `lr` to 0; NaN raises DivergedError."""
+             momentum: float = 0.9, weight_decay: float = 5e-4, channels_last: bool = True
+             ) -> dict[str, float]:
+    """`steps` SGD steps with a cosine decay from `lr` to 0; NaN raises DivergedError.
+
+    `channels_last` is the model's memory format; feed batches in the same format.
+    """
     if steps == 0:
         return {"loss": float("nan"), "steps": 0.0}
 
@@ -116,7 +129,8 @@ def finetune(model: nn.Module, batches: Batches, steps: int, *, lr: float = 0.01
         return 0.5 * lr * (1 + math.cos(math.pi * step / steps))
 
     return _run_steps(model, batches, steps, lr_at, momentum=momentum,
-                      weight_decay=weight_decay, label_smoothing=0.0)
+                      weight_decay=weight_decay, label_smoothing=0.0,
+                      channels_last=channels_last)
 
 
 @torch.no_grad()

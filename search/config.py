@@ -103,6 +103,8 @@ class EvaluationConfig(_Section):
     lr: float = Field(0.01, gt=0, description="fine-tune learning rate")
     batch_size: int = Field(128, ge=1, description="fine-tune and evaluation batch size")
     latency: bool = Field(False, description="also measure each candidate's latency")
+    channels_last: bool = Field(True, description="fine-tune and score candidates in "
+                                "channels-last memory format (faster convolutions)")
 
 
 class SearchConfig(_Section):

@@ -61,7 +61,7 @@ def eval_settings(ws: Workspace) -> EvalSettings:
     e, cfg = ws.config.evaluation, ws.config
     return EvalSettings(bn_batches=e.bn_batches, finetune_steps=e.finetune_steps, lr=e.lr,
                         batch_size=e.batch_size, keep=cfg.genome.keep, seed=cfg.search.seed,
-                        latency=e.latency)
+                        latency=e.latency, channels_last=e.channels_last)
 
 
 def resident_evaluator(ws: Workspace, device: str = "cpu") -> Evaluator:

@@ -1,0 +1,61 @@
+"""oneDNN#6035 (strided 1x1 backward-weights writes past its scratch buffer) and the guard
+that keeps blendprune's training off that path."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pruning.kernel_guards import UnitStridePointwise
+
+from ..helpers import REPO
+
+SCRIPT = REPO / "tests" / "native" / "onednn_pointwise_stride.py"
+
+
+def _run(env, *args):
+    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=REPO, timeout=300,
+                          env={**os.environ, **env, "PYTHONPATH": str(REPO)},
+                          capture_output=True, text=True)
+
+
+def test_fault_still_reproduces_on_the_pinned_torch(onednn_env):
+    runs = [_run(onednn_env) for _ in range(3)]
+    assert any(r.returncode != 0 for r in runs), (
+        f"oneDNN#6035 no longer reproduces on torch {torch.__version__}: if that holds for "
+        "every pinned torch, UnitStridePointwise can go")
+    crashed = next(r for r in runs if r.returncode != 0)
+    assert crashed.returncode < 0 or "Fatal Python error" in crashed.stderr, crashed.stderr
+
+
+def test_guard_avoids_the_fault(onednn_env):
+    for _ in range(3):
+        r = _run(onednn_env, "--guard")
+        assert r.returncode == 0 and "no fault" in r.stdout, r.stderr[-2000:]
+
+
+@pytest.mark.parametrize("stride,padding,groups,shape", [
+    (2, 0, 1, (3, 4, 8, 8)),       # the pruned ResNet shortcut
+    ((2, 1), 1, 1, (2, 6, 7, 5)),  # odd sizes, asymmetric stride, padding
+    (3, 0, 2, (2, 4, 9, 9)),       # grouped
+    (2, 0, 1, (4, 8, 8)),          # unbatched input
+])
+def test_guard_computes_the_same_convolution(stride, padding, groups, shape):
+    torch.manual_seed(0)
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(6, shape[-3] // groups, 1, 1, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    gy = None
+    outs = []
+    for guard in (False, True):
+        with UnitStridePointwise() if guard else torch.enable_grad():
+            y = F.conv2d(x, w, b, stride=stride, padding=padding, groups=groups)
+        gy = torch.randn_like(y) if gy is None else gy
+        grads = torch.autograd.grad(y, (x, w, b), gy)
+        outs.append((y.detach(), *grads))
+    for ref, got in zip(*outs):
+        assert ref.shape == got.shape
+        torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
