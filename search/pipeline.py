@@ -110,8 +110,8 @@ class Search:
              f"clusters per group (threshold {self.cfg.criteria.cluster_threshold})")
 
     # -- one finished candidate ----------------------------------------------------------
-    def on_complete(self, trial_id: str, genome: list[float], result: dict[str, Any] | None
-                    ) -> None:
+    def on_complete(self, trial_id: str, genome: list[float], result: dict[str, Any] | None,
+                    failure: str = "") -> None:
         assert self.strategy is not None and self.ws.decoder is not None
         if result is None:  # the trial crashed (after Tune's retries): a failed candidate
             plan = self.ws.decoder.decode(genome)
@@ -120,7 +120,7 @@ class Search:
             result = {"accuracy": 0.0, "macs": macs, "params": params,
                       "flops_ratio": macs / cost.base_macs,
                       "params_ratio": params / cost.base_params, "plan": plan.to_dict(),
-                      "timings": {}, "status": "failed", "reason": "trial crashed",
+                      "timings": {}, "status": "failed", "reason": failure or "trial crashed",
                       "latency": None, "bn_accuracy": None}
         index = len(self.records)
         record = {"index": index, "trial_id": trial_id, "genome": genome,

@@ -23,9 +23,10 @@ from pruning import EvalSettings, Evaluator
 
 from .prepare import Workspace
 from .strategy import Strategy
+from .worker_death import death_reason
 
-__all__ = ["CandidateTrainable", "StrategySearcher", "init_ray", "resident_evaluator",
-           "run_trials"]
+__all__ = ["CandidateTrainable", "StrategySearcher", "TrialErrors", "init_ray",
+           "resident_evaluator", "run_trials"]
 
 
 def init_ray(address: str | None, num_cpus: int | None) -> None:
@@ -95,16 +96,43 @@ class CandidateTrainable(tune.Trainable):
         return True
 
 
+class TrialErrors(tune.Callback):
+    """Why trials failed. Tune tells a Searcher only *that* a trial failed, after writing
+    the trial's error file; this callback keeps each started trial so the searcher can read
+    that file and turn it into a reason ("SIGABRT: corrupted double-linked list")."""
+
+    def __init__(self) -> None:
+        self._trials: dict[str, Any] = {}
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._trials[trial.trial_id] = trial
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._trials.pop(trial.trial_id, None)
+
+    on_trial_error = on_trial_complete  # both come after the searcher has been told
+
+    def reason(self, trial_id: str) -> str:
+        trial = self._trials.get(trial_id)
+        path = getattr(trial, "error_file", None)
+        if not path or not os.path.exists(path):
+            return "trial crashed (no error file)"
+        with open(path, errors="replace") as f:
+            return death_reason(f.read())
+
+
 class StrategySearcher(Searcher):
     """Adapts a `Strategy` to Tune; every completion goes to `on_complete` first
-    (ledger, MLflow, checkpoint), then to the strategy."""
+    (ledger, MLflow, checkpoint), then to the strategy. A failed trial arrives with no
+    candidate and the reason it failed."""
 
     def __init__(self, strategy: Strategy,
-                 on_complete: Callable[[str, list[float], dict[str, Any] | None], None]
+                 on_complete: Callable[[str, list[float], dict[str, Any] | None, str], None]
                  ) -> None:
         super().__init__(metric="accuracy", mode="max")
         self.strategy = strategy
         self.on_complete = on_complete
+        self.errors = TrialErrors()  # run_trials registers it with Tune
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         genome = self.strategy.suggest(trial_id)
@@ -118,10 +146,10 @@ class StrategySearcher(Searcher):
         if trial_id not in self.strategy.pending:
             return
         genome = self.strategy.pending[trial_id]
-        candidate = None
         if not error and result and "candidate" in result:
-            candidate = json.loads(result["candidate"])
-        self.on_complete(trial_id, genome, candidate)
+            self.on_complete(trial_id, genome, json.loads(result["candidate"]), "")
+        else:
+            self.on_complete(trial_id, genome, None, self.errors.reason(trial_id))
 
     def save(self, checkpoint_path: str) -> None:
         # The authoritative checkpoint is the run folder's state.json (written after every
@@ -148,7 +176,7 @@ def run_trials(ws: Workspace, searcher: StrategySearcher, *, num_samples: int,
                                     trial_dirname_creator=lambda t: f"candidate_{t.trial_id}"),
         run_config=tune.RunConfig(
             name=name, storage_path=storage, verbose=0,
-            stop={"training_iteration": 1},
+            stop={"training_iteration": 1}, callbacks=[searcher.errors],
             failure_config=tune.FailureConfig(max_failures=2),
             checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False)),
     )

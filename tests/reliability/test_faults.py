@@ -144,3 +144,28 @@ def test_out_of_memory_candidates_fail_and_the_search_completes(tmp_path, cache)
     assert failed and len(failed) < n
     assert all(k.data.params["failure"].startswith("OutOfMemoryError: ") for k in failed)
     assert all("can't allocate memory" in k.data.params["failure"] for k in failed)
+
+
+def test_native_crash_is_recorded_with_its_signal_and_message(tmp_path, cache):
+    n = 8
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    out = tmp_path / "runs"
+    proc = launch(["search", *FAST, *budget(4, 2, 4), "--set", "search.algorithm=random",
+                   "--set", "model.arch=tests.fault_models:heap_corrupting_resnet20",
+                   "--set", "constraints.max_flops_ratio=1.0",
+                   "--tracking-uri", uri, "--output-dir", str(out)], tmp_path, cache)
+    try:
+        assert proc.wait(timeout=900) == 0, (tmp_path / "search.log").read_text()[-3000:]
+    finally:
+        stop(proc)
+    records = ledger(out)
+    assert len(records) == n
+    failed = [r["result"] for r in records if r["result"]["status"] == "failed"]
+    assert failed and len(failed) < n  # the narrow candidates died, the others finished
+    expected = "SIGABRT: free(): double free detected in tcache 2"
+    assert all(r["reason"] == expected for r in failed), [r["reason"] for r in failed]
+    _, _, kids = mlflow_runs(uri)
+    assert_exactly_once(kids, n)
+    assert sorted(k.data.params["failure"] for k in kids if k.info.status == "FAILED") == \
+        [expected] * len(failed)
+
