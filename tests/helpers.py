@@ -4,6 +4,7 @@ its own PID namespace so stopping it (by pid) takes every process it spawned."""
 from __future__ import annotations
 
 import os
+import platform
 import signal
 import socket
 import subprocess
@@ -15,6 +16,21 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+
+
+def has_avx2() -> bool:
+    try:
+        return platform.machine() == "x86_64" and " avx2" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+def heap_checked_env(isa: str = "native") -> dict[str, str]:
+    """glibc's heap checks on (an out-of-bounds write aborts at the next free), with oneDNN
+    capped at its AVX2 kernels (`isa="AVX2"`, where oneDNN#6035 first showed) or free to
+    pick the CPU's best."""
+    env = {"MALLOC_CHECK_": "3", "MALLOC_PERTURB_": "165"}
+    return env | ({"ONEDNN_MAX_CPU_ISA": "AVX2"} if isa == "AVX2" else {})
 
 
 def free_port() -> int:

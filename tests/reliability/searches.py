@@ -18,8 +18,8 @@ def budget(population, generations, steps):
             f"search.generations={generations}", "--set", f"evaluation.finetune_steps={steps}"]
 
 
-def launch(args, tmp, cache, log_name="search.log"):
-    env = {**os.environ, "BLENDPRUNE_CACHE": str(cache), "PYTHONPATH": str(REPO)}
+def launch(args, tmp, cache, log_name="search.log", env=None):
+    env = {**os.environ, "BLENDPRUNE_CACHE": str(cache), "PYTHONPATH": str(REPO), **(env or {})}
     env.pop("MLFLOW_TRACKING_URI", None)
     log = open(tmp / log_name, "w")
     return subprocess.Popen(isolated([sys.executable, "-m", "search.cli", *args]), cwd=REPO,

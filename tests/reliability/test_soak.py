@@ -9,8 +9,7 @@ import sys
 
 import pytest
 
-from ..helpers import REPO
-from ..native.conftest import _has_avx2
+from ..helpers import REPO, has_avx2, heap_checked_env
 
 pytestmark = pytest.mark.slow
 
@@ -18,12 +17,9 @@ pytestmark = pytest.mark.slow
 @pytest.mark.parametrize("isa,channels_last", [("AVX2", True), ("AVX2", False),
                                                 ("native", True)])
 def test_five_hundred_genomes_in_one_evaluator(isa, channels_last):
-    if isa == "AVX2" and not _has_avx2():
+    if isa == "AVX2" and not has_avx2():
         pytest.skip("needs an x86_64 CPU with AVX2")
-    env = {**os.environ, "PYTHONPATH": str(REPO), "MALLOC_CHECK_": "3",
-           "MALLOC_PERTURB_": "165"}
-    if isa == "AVX2":
-        env["ONEDNN_MAX_CPU_ISA"] = "AVX2"  # the kernels oneDNN#6035 corrupted memory in
+    env = {**os.environ, "PYTHONPATH": str(REPO), **heap_checked_env(isa)}
     args = [] if channels_last else ["--no-channels-last"]
     r = subprocess.run([sys.executable, "-m", "tests.reliability.soak", "--genomes", "500",
                         *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
