@@ -25,6 +25,7 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(), "torch": torch.__version__,
         "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
         "threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
@@ -44,9 +45,30 @@ def cifar10_npz(data_root: Path) -> Path | None:
     return target
 
 
+def command() -> str:
+    """This process's command line, as run from the repo root (no machine paths)."""
+    script = Path(sys.argv[0]).resolve()
+    if script.is_relative_to(REPO) and script.suffix == ".py":
+        module = ".".join(script.relative_to(REPO).with_suffix("").parts)
+        return shlex.join(["python", "-m", module, *sys.argv[1:]])
+    return shlex.join(["python", *sys.argv])
+
+
+def _repo_relative(value: Any) -> Any:
+    """Absolute paths near the repo (data roots, say) as paths relative to it."""
+    if isinstance(value, dict):
+        return {k: _repo_relative(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_repo_relative(v) for v in value]
+    if isinstance(value, str) and value.startswith(str(REPO.parent) + os.sep):
+        return os.path.relpath(value, REPO)
+    return value
+
+
 def write_result(name: str, payload: dict[str, Any]) -> Path:
-    payload = {"benchmark": name, "command": "python " + shlex.join(sys.argv),
-               "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine(), **payload}
+    payload = {"benchmark": name, "command": command(),
+               "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine(),
+               **_repo_relative(payload)}
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2) + "\n")

@@ -4,14 +4,22 @@ Runs the resident `Evaluator` (what every search worker runs) on CIFAR-10 with R
 and ResNet-56 and reports medians over repeats, candidates per minute per worker, and the
 share of decode + surgery (goal: under 5%; surgery alone under 0.3 s on ResNet-56).
 
+Every repeat also evaluates the same genome, interleaved, under the other memory-format
+and kernel-guard variants (channels-last without `training_guards`, as before the
+oneDNN#6035 work-around; contiguous tensors), so their cost is a same-run ratio.
+
     python -m benchmarks.candidate_cost [--data-root ../shared/data] [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
 import statistics
 import time
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +40,26 @@ from pruning import (
 )
 from pruning.plan import decode_plan
 from pruning.surgery import apply_plan
+
+# the module, not the `train` function that `pruning` re-exports under the same name
+TRAIN_MODULE = importlib.import_module("pruning.train")
+# name -> (channels_last, kernel guards on); the first is the product's default
+VARIANTS = {"channels_last": (True, True), "channels_last_unguarded": (True, False),
+            "contiguous": (False, True)}
+
+
+@contextlib.contextmanager
+def guards(on: bool) -> Iterator[None]:
+    """Run with `training_guards` as shipped, or replaced by a no-op (the old behaviour)."""
+    if on:
+        yield
+        return
+    shipped = TRAIN_MODULE.training_guards
+    TRAIN_MODULE.training_guards = lambda device: contextlib.nullcontext()
+    try:
+        yield
+    finally:
+        TRAIN_MODULE.training_guards = shipped
 
 
 def load_cifar(data_root: Path):
@@ -62,14 +90,27 @@ def bench(arch: str, data, settings: EvalSettings, repeats: int, holdout: int) -
     table = compute_scores(model, gm, DEFAULT_POOL, batches)
     t_scores = time.perf_counter() - t0
     layout = GenomeLayout.build(table, gm, granularity="group", max_ratio=0.8)
-    ev = Evaluator(model, gm, table, layout, tr, ho, mean=mean, std=std, pad=data.pad,
-                   flip=data.flip, settings=settings)
+    evaluators = {name: Evaluator(model, gm, table, layout, tr, ho, mean=mean, std=std,
+                                  pad=data.pad, flip=data.flip,
+                                  settings=replace(settings, channels_last=cl))
+                  for name, (cl, _) in VARIANTS.items()}
+    ev = evaluators["channels_last"]
     rng = np.random.default_rng(0)
     samples: list[dict[str, float]] = []
+    variant_totals: dict[str, list[float]] = {name: [] for name in VARIANTS}
     surgery_only: list[float] = []
     for i in range(repeats + 1):  # the first is warm-up (lazy imports, allocator)
         genome = layout.make(rng.random(len(layout.criteria)), 0.5)
-        res = ev.evaluate(genome)
+        names = list(VARIANTS)
+        for name in names[i % len(names):] + names[:i % len(names)]:  # rotate: no order bias
+            with guards(VARIANTS[name][1]):
+                r = evaluators[name].evaluate(genome)
+            if r.status != "ok":
+                raise RuntimeError(f"{arch} {name}: {r.reason}")
+            if i:
+                variant_totals[name].append(r.timings["total"])
+            if name == "channels_last":
+                res = r
         # decode + surgery measured on their own, 5 times, as the issue's 0.3 s budget
         for _ in range(5):
             t0 = time.perf_counter()
@@ -84,12 +125,17 @@ def bench(arch: str, data, settings: EvalSettings, repeats: int, holdout: int) -
             print(f"  {arch} repeat {i}: " + ", ".join(f"{k} {v:.3f}s"
                                                       for k, v in res.timings.items()))
     med = {k: statistics.median(s[k] for s in samples) for k in samples[0]}
+    default = statistics.median(variant_totals["channels_last"])
+    variants = {name: {"totals": v, "median_total": statistics.median(v),
+                       "ratio_to_default": statistics.median(v) / default}
+                for name, v in variant_totals.items()}
     return {
         "arch": arch, "flops_ratio": res.flops_ratio, "group_map_seconds": t_graph,
         "score_table_seconds": t_scores, "samples": samples, "median": med,
         "decode_plus_surgery_median": statistics.median(surgery_only),
         "decode_plus_surgery_share": (med["decode"] + med["surgery"]) / med["total"],
         "candidates_per_minute_per_worker": 60.0 / med["total"],
+        "variants": variants,
     }
 
 
@@ -119,7 +165,9 @@ def main() -> None:
         print(f"{r['arch']}: {r['median']['total']:.2f} s/candidate, decode+surgery "
               f"{r['decode_plus_surgery_median'] * 1000:.0f} ms "
               f"({100 * r['decode_plus_surgery_share']:.1f}%), "
-              f"{r['candidates_per_minute_per_worker']:.1f} candidates/min/worker")
+              f"{r['candidates_per_minute_per_worker']:.1f} candidates/min/worker; "
+              + ", ".join(f"{k} x{v['ratio_to_default']:.3f}"
+                          for k, v in r["variants"].items()))
 
 
 if __name__ == "__main__":

@@ -28,6 +28,15 @@ def _met(d: dict[str, Any]) -> str:
     return "met" if d.get("met") else "**missed**"
 
 
+def _variants(r: dict[str, Any]) -> str:
+    """Same-run time ratios of the other memory-format / kernel-guard variants."""
+    others = {k: v for k, v in r.get("variants", {}).items() if k != "channels_last"}
+    if not others:
+        return ""
+    return "; same genome, time vs this: " + ", ".join(
+        f"{k.replace('_', ' ')} ×{v['ratio_to_default']:.2f}" for k, v in others.items())
+
+
 def candidate_cost(d: dict[str, Any]) -> list[tuple[str, str, str]]:
     rows = []
     for r in d["results"]:
@@ -37,7 +46,7 @@ def candidate_cost(d: dict[str, Any]) -> list[tuple[str, str, str]]:
                      f"/min/worker): adaptive BN {m['adaptive_bn']:.2f} s, fine-tune "
                      f"{m['finetune']:.2f} s, evaluate {m['evaluate']:.2f} s; decode+surgery "
                      f"{1000 * r['decode_plus_surgery_median']:.0f} ms "
-                     f"({_pct(r['decode_plus_surgery_share'])})",
+                     f"({_pct(r['decode_plus_surgery_share'])})" + _variants(r),
                      "met (< 5%)" if r["decode_plus_surgery_share"] < 0.05 else "**missed**"))
     return rows
 

@@ -25,3 +25,16 @@ def test_rows_state_ratios_and_goals(tmp_path):
     assert replace_block("a\n<!-- benchmark-table:start (python -m benchmarks.report --write) "
                          "-->\nold\n<!-- benchmark-table:end -->\nb", tmp_path).endswith(
         "<!-- benchmark-table:end -->\nb")
+
+
+def test_candidate_cost_row_gives_same_run_variant_ratios(tmp_path):
+    median = {"total": 5.5, "adaptive_bn": 0.6, "finetune": 4.0, "evaluate": 0.9}
+    (tmp_path / "candidate_cost.json").write_text(json.dumps({"device": "cpu", "results": [{
+        "arch": "resnet20", "median": median, "candidates_per_minute_per_worker": 10.9,
+        "decode_plus_surgery_median": 0.008, "decode_plus_surgery_share": 0.0015,
+        "variants": {"channels_last": {"ratio_to_default": 1.0},
+                     "channels_last_unguarded": {"ratio_to_default": 0.9612},
+                     "contiguous": {"ratio_to_default": 1.014}}}]}))
+    row = table(tmp_path).splitlines()[-1]
+    assert row.endswith("(0.1%); same genome, time vs this: channels last unguarded ×0.96, "
+                        "contiguous ×1.01 | met (< 5%) |"), row
