@@ -8,9 +8,17 @@ from .blending import Blender, GroupClustering, cluster_group, rank_normalise
 from .candidate import CandidateResult, Decoder, EvalSettings, Evaluator, GenomeLayout
 from .cost import CostModel, count_cost, measure_latency
 from .criteria import Criterion, get_criterion, list_criteria, register_criterion
-from .data import ImageData, TensorLoader, holdout_split, list_datasets, load_dataset
+from .data import (
+    ImageData,
+    TensorLoader,
+    get_dataset,
+    holdout_split,
+    list_datasets,
+    load_dataset,
+    register_dataset,
+)
 from .export import load_pruned, save_pruned
-from .models import create_model, list_models, load_checkpoint, register_model
+from .models import create_model, get_model, list_models, load_checkpoint, register_model
 from .plan import Plan, decode_plan, keep_count, ratio_slots
 from .scores import DEFAULT_POOL, ScoreTable, compute_scores
 from .surgery import ChannelGroup, GroupMap, apply_plan, fuse_filters
@@ -45,6 +53,8 @@ __all__ = [
     "finetune",
     "fuse_filters",
     "get_criterion",
+    "get_dataset",
+    "get_model",
     "holdout_split",
     "keep_count",
     "list_criteria",
@@ -57,6 +67,7 @@ __all__ = [
     "rank_normalise",
     "ratio_slots",
     "register_criterion",
+    "register_dataset",
     "register_model",
     "save_pruned",
     "train",

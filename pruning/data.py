@@ -8,20 +8,23 @@ ImageFolder is the exception: it streams through torchvision with workers.
 
 from __future__ import annotations
 
-import fnmatch
 import gzip
 import os
 import pickle
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .registry import Registry
+
 __all__ = [
     "ImageData",
     "TensorLoader",
+    "get_dataset",
     "holdout_split",
     "list_datasets",
     "load_dataset",
@@ -65,27 +68,30 @@ class ImageData:
 
 
 DatasetLoader = Callable[[str | None], ImageData]
-_DATASETS: dict[str, DatasetLoader] = {}
+DATASETS: Registry[DatasetLoader] = Registry("dataset", "data.dataset")
 
 
 def register_dataset(name: str) -> Callable[[DatasetLoader], DatasetLoader]:
-    def wrap(fn: DatasetLoader) -> DatasetLoader:
-        _DATASETS[name] = fn
-        return fn
-
-    return wrap
+    """Register `fn(root) -> ImageData` under `name`; `root` is `data.root` (may be None)."""
+    return DATASETS.register(name)
 
 
 def list_datasets(pattern: str = "*") -> list[str]:
-    return sorted(n for n in _DATASETS if fnmatch.fnmatch(n, pattern))
+    return DATASETS.names(pattern)
+
+
+def get_dataset(name: str) -> DatasetLoader:
+    """The reader registered as `name`, or the function a `module:function` names."""
+    return DATASETS.get(name)
 
 
 def load_dataset(name: str, root: str | None = None) -> ImageData:
     """Load dataset `name` (from `root` where it needs files); errors name `data.*`."""
-    if name not in _DATASETS:
-        raise ValueError(f"data.dataset: unknown dataset {name!r}; "
-                         f"known: {', '.join(list_datasets())}")
-    return _DATASETS[name](root)
+    data = get_dataset(name)(root)
+    if not isinstance(data, ImageData):
+        raise ValueError(f"data.dataset: {name!r} returned {type(data).__name__}, "
+                         "not an ImageData")
+    return data
 
 
 def _need_root(name: str, root: str | None) -> str:
@@ -171,11 +177,11 @@ def _read_idx(path: str) -> np.ndarray:
 def _idx_dataset(name: str) -> DatasetLoader:
     def load(root: str | None) -> ImageData:
         root = _need_root(name, root)
-        parts = []
-        for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-                     "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
-            parts.append(_read_idx(_find(root, stem, stem + ".gz")))
-        return _build(name, *parts, f"{name} IDX files in {root}", pad=2, flip=False)
+        xtr, ytr, xte, yte = (_read_idx(_find(root, stem, stem + ".gz")) for stem in (
+            "train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+            "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"))
+        return _build(name, xtr, ytr, xte, yte, f"{name} IDX files in {root}", pad=2,
+                      flip=False)
 
     return load
 
@@ -184,10 +190,11 @@ register_dataset("mnist")(_idx_dataset("mnist"))
 register_dataset("fashion-mnist")(_idx_dataset("fashion-mnist"))
 
 
-def _unpickle(path: str) -> dict:
+def _unpickle(path: str) -> dict[bytes, Any]:
     try:
         with open(path, "rb") as f:
-            return pickle.load(f, encoding="bytes")
+            batch: dict[bytes, Any] = pickle.load(f, encoding="bytes")
+            return batch
     except Exception as exc:
         raise ValueError(f"data.root: cannot read CIFAR batch {path} ({exc})") from None
 
@@ -243,7 +250,8 @@ def _npz(root: str | None) -> ImageData:
     if missing:
         raise ValueError(f"data.root: {path} lacks key {missing[0]!r}")
     color = arrays[0].ndim == 4 and arrays[0].shape[-1] == 3
-    return _build("npz", *arrays, path, pad=4 if color else 2, flip=color)
+    xtr, ytr, xte, yte = arrays
+    return _build("npz", xtr, ytr, xte, yte, path, pad=4 if color else 2, flip=color)
 
 
 @register_dataset("imagefolder")
@@ -272,7 +280,8 @@ def _imagefolder(root: str | None) -> ImageData:
                     xs.append(np.asarray(im.convert("RGB").resize((32, 32))))
                 ys.append(label)
         splits += [np.stack(xs), np.asarray(ys)]
-    return _build("imagefolder", *splits, root, pad=4, flip=True)
+    xtr, ytr, xte, yte = splits
+    return _build("imagefolder", xtr, ytr, xte, yte, root, pad=4, flip=True)
 
 
 def _stratified(y: np.ndarray, fraction: float | int, seed: int) -> tuple[np.ndarray, np.ndarray]:

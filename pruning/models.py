@@ -7,35 +7,33 @@ cost ~0.3% of ResNet-56's MACs.
 
 from __future__ import annotations
 
-import fnmatch
-import importlib
 import pickle
-from typing import Callable
+from typing import Callable, cast
 
 import torch
 from torch import nn
 
-__all__ = ["create_model", "list_models", "load_checkpoint", "register_model"]
+from .registry import Registry
+
+__all__ = ["create_model", "get_model", "list_models", "load_checkpoint", "register_model"]
 
 ModelFactory = Callable[..., nn.Module]
 
-_MODELS: dict[str, ModelFactory] = {}
+MODELS: Registry[ModelFactory] = Registry("arch", "model.arch")
 
 
 def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
     """Register `fn(num_classes, in_channels) -> nn.Module` under `name`."""
-
-    def wrap(fn: ModelFactory) -> ModelFactory:
-        if name in _MODELS:
-            raise ValueError(f"model {name!r} is already registered")
-        _MODELS[name] = fn
-        return fn
-
-    return wrap
+    return MODELS.register(name)
 
 
 def list_models(pattern: str = "*") -> list[str]:
-    return sorted(n for n in _MODELS if fnmatch.fnmatch(n, pattern))
+    return MODELS.names(pattern)
+
+
+def get_model(name: str) -> ModelFactory:
+    """The factory registered as `name`, or the function a `module:function` names."""
+    return MODELS.get(name)
 
 
 def create_model(arch: str, num_classes: int = 10, in_channels: int = 3) -> nn.Module:
@@ -44,22 +42,16 @@ def create_model(arch: str, num_classes: int = 10, in_channels: int = 3) -> nn.M
     A `module:function` is called with `num_classes` and `in_channels` when it accepts
     them, else with no arguments.
     """
-    if ":" in arch:
-        module_name, _, fn_name = arch.partition(":")
-        try:
-            fn = getattr(importlib.import_module(module_name), fn_name)
-        except (ImportError, AttributeError) as exc:
-            raise ValueError(f"model.arch: cannot import {arch!r} ({exc})") from None
-        try:
-            model = fn(num_classes=num_classes, in_channels=in_channels)
-        except TypeError:
-            model = fn()
-        if not isinstance(model, nn.Module):
-            raise ValueError(f"model.arch: {arch!r} returned {type(model).__name__}, not a Module")
-        return model
-    if arch not in _MODELS:
-        raise ValueError(f"model.arch: unknown arch {arch!r}; known: {', '.join(list_models())}")
-    return _MODELS[arch](num_classes=num_classes, in_channels=in_channels)
+    fn = get_model(arch)
+    if arch in MODELS:
+        return fn(num_classes=num_classes, in_channels=in_channels)
+    try:
+        model = fn(num_classes=num_classes, in_channels=in_channels)
+    except TypeError:
+        model = fn()
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model.arch: {arch!r} returned {type(model).__name__}, not a Module")
+    return model
 
 
 class BasicBlock(nn.Module):
@@ -79,7 +71,8 @@ class BasicBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return self.relu(out + self.shortcut(x))
+        y: torch.Tensor = self.relu(out + self.shortcut(x))
+        return y
 
 
 class CifarResNet(nn.Module):
@@ -115,7 +108,8 @@ class CifarResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(self.bn1(self.conv1(x)))
         x = self.layer3(self.layer2(self.layer1(x)))
-        return self.fc(torch.flatten(self.pool(x), 1))
+        y: torch.Tensor = self.fc(torch.flatten(self.pool(x), 1))
+        return y
 
 
 _VGG_CFG = {
@@ -148,7 +142,8 @@ class CifarVGG(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
+        y: torch.Tensor = self.classifier(torch.flatten(self.pool(self.features(x)), 1))
+        return y
 
 
 def _set_stem(model: nn.Module, attr_path: str, in_channels: int) -> nn.Module:
@@ -161,8 +156,11 @@ def _set_stem(model: nn.Module, attr_path: str, in_channels: int) -> nn.Module:
         parent = getattr(parent, p)
     old = getattr(parent, last)
     assert isinstance(old, nn.Conv2d)
-    setattr(parent, last, nn.Conv2d(in_channels, old.out_channels, old.kernel_size,
-                                    old.stride, old.padding, bias=old.bias is not None))
+    setattr(parent, last, nn.Conv2d(in_channels, old.out_channels,
+                                    cast(tuple[int, int], old.kernel_size),
+                                    cast(tuple[int, int], old.stride),
+                                    cast("str | tuple[int, int]", old.padding),
+                                    bias=old.bias is not None))
     return model
 
 

@@ -7,6 +7,7 @@ them into exit status 2 before anything is written.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -21,16 +22,26 @@ from pydantic import (
     model_validator,
 )
 
-from pruning import list_criteria
+from pruning import get_dataset, list_criteria, list_datasets
 from pruning.scores import DEFAULT_POOL
 
-__all__ = ["ALGORITHMS", "Config", "ConfigError", "list_presets", "load_config", "preset_path"]
+from .strategy import get_strategy, list_strategies
 
-ALGORITHMS = ("deap-nsga2", "deap-steady", "optuna-nsga2", "optuna-tpe", "random")
+__all__ = ["Config", "ConfigError", "list_presets", "load_config", "preset_path"]
 
 
 class ConfigError(ValueError):
     """Invalid user input; the message is one line naming the key and the value."""
+
+
+def _resolvable(get: Callable[[str], object], key: str, name: str) -> str:
+    """`name` if its registry resolves it; else the registry's message, minus the key
+    (pydantic's error already names it)."""
+    try:
+        get(name)
+    except ValueError as exc:
+        raise ValueError(str(exc).removeprefix(f"{key}: ")) from None
+    return name
 
 
 class _Section(BaseModel):
@@ -43,12 +54,17 @@ class ModelConfig(_Section):
 
 
 class DataConfig(_Section):
-    dataset: Literal["digits", "cifar10", "cifar100", "mnist", "fashion-mnist", "npz",
-                     "imagefolder"] = Field("digits", description="dataset loader")
+    dataset: str = Field("digits", description="dataset reader: "
+                         + ", ".join(list_datasets()) + ", or 'module:function'")
     root: str | None = Field(None, description="folder (or .npz file) holding the dataset")
     holdout: float = Field(0.1, gt=0, description="fraction (<1) or count of training "
                                                   "images held out for candidate selection")
     seed: int = Field(0, description="seed of the holdout split")
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, name: str) -> str:
+        return _resolvable(get_dataset, "data.dataset", name)
 
 
 class BaseTrainingConfig(_Section):
@@ -108,8 +124,8 @@ class EvaluationConfig(_Section):
 
 
 class SearchConfig(_Section):
-    algorithm: Literal["deap-nsga2", "deap-steady", "optuna-nsga2", "optuna-tpe",
-                       "random"] = Field("deap-nsga2", description="search strategy")
+    algorithm: str = Field("deap-nsga2", description="search strategy: "
+                           + ", ".join(list_strategies()) + ", or 'module:Class'")
     population: int = Field(16, ge=4, description="candidates per generation")
     generations: int = Field(4, ge=1, description="budget = population x generations")
     seed: int = Field(0, description="seed of the strategy")
@@ -118,6 +134,11 @@ class SearchConfig(_Section):
     crossover_eta: float = Field(15.0, gt=0, description="SBX crossover distribution index")
     mutation_eta: float = Field(20.0, gt=0, description="polynomial mutation index")
     crossover_prob: float = Field(0.9, ge=0, le=1, description="crossover probability")
+
+    @field_validator("algorithm")
+    @classmethod
+    def _known_algorithm(cls, name: str) -> str:
+        return _resolvable(get_strategy, "search.algorithm", name)
 
     @property
     def budget(self) -> int:
@@ -142,6 +163,13 @@ class RayConfig(_Section):
     num_cpus: int | None = Field(None, ge=1, description="CPUs of a local Ray (default: all)")
 
 
+Objective = Literal["accuracy", "flops", "params", "latency"]
+
+
+def _accuracy_and_flops() -> list[Objective]:
+    return ["accuracy", "flops"]
+
+
 class Config(_Section):
     name: str = Field("digits-resnet20", description="run name in MLflow and the run folder")
     model: ModelConfig = ModelConfig()
@@ -149,8 +177,8 @@ class Config(_Section):
     base_training: BaseTrainingConfig = BaseTrainingConfig()
     criteria: CriteriaConfig = CriteriaConfig()
     genome: GenomeConfig = GenomeConfig()
-    objectives: list[Literal["accuracy", "flops", "params", "latency"]] = Field(
-        default_factory=lambda: ["accuracy", "flops"],
+    objectives: list[Objective] = Field(
+        default_factory=_accuracy_and_flops,
         description="accuracy first, then the costs to minimise")
     constraints: ConstraintsConfig = ConstraintsConfig()
     evaluation: EvaluationConfig = EvaluationConfig()

@@ -20,7 +20,7 @@ from .pareto import Objectives
 from .plots import plot_correlation, plot_front
 from .prepare import Workspace, compute_table, prepare
 from .rundir import RunDir
-from .strategy import Problem, Strategy, create_strategy
+from .strategy import Problem, Strategy, create_strategy, get_strategy
 from .tracking import Tracker, front_hypervolume, front_of, front_rows
 
 __all__ = ["Search", "final_stage", "format_front", "prepare_workspace", "seed_genomes"]
@@ -77,7 +77,7 @@ class Search:
         s = self.cfg.search
         named = seed_genomes(self.ws)
         self.seeds = {tuple(g): name for name, g in named}  # labels seeds in plots
-        seeds = named if s.algorithm.startswith("deap") else []
+        seeds = named if get_strategy(s.algorithm).seeds else []
         decoder = self.ws.decoder
         assert decoder is not None
 
@@ -91,7 +91,7 @@ class Search:
 
     def report_clusters(self) -> None:
         """criteria/correlation.png and criteria/clusters.json, on the run and the parent."""
-        assert self.ws.decoder is not None
+        assert self.ws.decoder is not None and self.ws.table is not None
         blender = self.ws.decoder.blender
         rhos = {g: cl.rho for g, cl in blender.clusterings.items()}
         folder = self.run.path / "criteria"

@@ -3,7 +3,9 @@
 A strategy proposes genomes (`suggest`) and learns their results (`on_trial_complete`);
 it never runs anything. The budget is counted here, so every algorithm gets exactly
 `population * generations` evaluations. State round-trips through plain dicts
-(`get_state` / `set_state`) so a search can resume after its driver dies.
+(`get_state` / `set_state`) so a search can resume after its driver dies: every strategy
+resumes. What differs between strategies is declared when one registers: whether it
+takes the search's seed genomes into its first proposals.
 """
 
 from __future__ import annotations
@@ -11,13 +13,16 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
+from pruning.registry import Registry
+
 from .pareto import Objectives
 
-__all__ = ["Problem", "RandomSearch", "Strategy", "create_strategy"]
+__all__ = ["Problem", "RandomSearch", "Strategy", "StrategySpec", "create_strategy",
+           "get_strategy", "list_strategies", "register_strategy"]
 
 Genome = list[float]
 
@@ -55,6 +60,8 @@ class Strategy:
     """
 
     name = "base"
+    # A `module:Class` strategy outside the registry declares this on the class.
+    accepts_seeds: ClassVar[bool] = False
 
     def __init__(self, problem: Problem) -> None:
         self.problem = problem
@@ -72,10 +79,10 @@ class Strategy:
         else:
             if self.suggested >= self.problem.budget:
                 return None
-            genome = self._propose()
-            if genome is None:
+            proposed = self._propose()
+            if proposed is None:
                 return None
-            genome = self.problem.clip(genome)
+            genome = self.problem.clip(proposed)
             self.suggested += 1
         self.pending[trial_id] = genome
         return genome
@@ -127,19 +134,59 @@ class RandomSearch(Strategy):
         self.rng.bit_generator.state = state["rng"]
 
 
-# name -> "module:Class", imported on first use so `deap`/`optuna` load only when chosen.
-_STRATEGIES = {
-    "deap-nsga2": "search.evolution:GenerationalNSGA",
-    "deap-steady": "search.evolution:SteadyStateNSGA",
-    "optuna-nsga2": "search.baselines:OptunaNSGA2",
-    "optuna-tpe": "search.baselines:OptunaTPE",
-    "random": "search.strategy:RandomSearch",
-}
+@dataclass(frozen=True)
+class StrategySpec:
+    """A registered strategy: where its class lives and what it accepts.
+
+    `target` is the class or a "module:Class" string imported on first use, so DEAP and
+    Optuna load only when their algorithm is chosen. `seeds`: the strategy takes the
+    search's seed genomes (single criteria spread over the FLOPs range) as its first
+    proposals.
+    """
+
+    name: str
+    target: type[Strategy] | str
+    seeds: bool = False
+
+    def load(self) -> type[Strategy]:
+        if isinstance(self.target, str):
+            module, _, cls = self.target.partition(":")
+            loaded: type[Strategy] = getattr(importlib.import_module(module), cls)
+            return loaded
+        return self.target
+
+
+STRATEGIES: Registry[StrategySpec | type[Strategy]] = Registry("algorithm", "search.algorithm")
+
+
+def register_strategy(name: str, target: type[Strategy] | str, *, seeds: bool = False
+                      ) -> StrategySpec:
+    """Make `search.algorithm: name` run `target` (a Strategy subclass or "module:Class")."""
+    spec = StrategySpec(name, target, seeds)
+    STRATEGIES.add(name, spec)
+    return spec
+
+
+def list_strategies(pattern: str = "*") -> list[str]:
+    return STRATEGIES.names(pattern)
+
+
+def get_strategy(name: str) -> StrategySpec:
+    """The registered strategy `name`, or a `module:Class` Strategy subclass."""
+    entry = STRATEGIES.get(name)
+    if isinstance(entry, StrategySpec):
+        return entry
+    if not (isinstance(entry, type) and issubclass(entry, Strategy)):
+        raise ValueError(f"search.algorithm: {name!r} is not a Strategy subclass")
+    return StrategySpec(name, entry, entry.accepts_seeds)
 
 
 def create_strategy(name: str, problem: Problem) -> Strategy:
-    if name not in _STRATEGIES:
-        raise ValueError(f"search.algorithm: unknown algorithm {name!r}; known: "
-                         f"{', '.join(_STRATEGIES)}")
-    module, _, cls = _STRATEGIES[name].partition(":")
-    return getattr(importlib.import_module(module), cls)(problem)
+    return get_strategy(name).load()(problem)
+
+
+register_strategy("deap-nsga2", "search.evolution:GenerationalNSGA", seeds=True)
+register_strategy("deap-steady", "search.evolution:SteadyStateNSGA", seeds=True)
+register_strategy("optuna-nsga2", "search.baselines:OptunaNSGA2")
+register_strategy("optuna-tpe", "search.baselines:OptunaTPE")
+register_strategy("random", RandomSearch)

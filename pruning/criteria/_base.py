@@ -9,23 +9,24 @@ are reduced to one vector by their mean.
 
 from __future__ import annotations
 
-import fnmatch
 from typing import Any, Callable, ClassVar, Iterator
 
 import torch
 import torch_pruning as tp
 from torch import nn
 
+from ..registry import Registry
+
 __all__ = ["Criterion", "get_criterion", "list_criteria", "register_criterion"]
 
-_CRITERIA: dict[str, Callable[..., Criterion]] = {}
+CRITERIA: Registry[type[Criterion]] = Registry("criterion", "criteria.pool")
 
 _OUT_FNS = (tp.prune_conv_out_channels, tp.prune_depthwise_conv_out_channels,
             tp.prune_linear_out_channels)
 _NORM_FNS = (tp.prune_batchnorm_out_channels,)
 
 
-class Criterion(tp.importance.Importance):
+class Criterion(tp.importance.Importance):  # type: ignore[misc]  # untyped base
     """Base class. Subclasses implement `__call__(group)`.
 
     `requires_data` criteria are fed through the context manager `recording(model)`:
@@ -45,31 +46,34 @@ def register_criterion(name: str) -> Callable[[type[Criterion]], type[Criterion]
     """Class decorator: make `get_criterion(name, **options)` build this class."""
 
     def wrap(cls: type[Criterion]) -> type[Criterion]:
-        if name in _CRITERIA:
-            raise ValueError(f"criterion {name!r} is already registered")
+        CRITERIA.add(name, cls)
         cls.name = name
-        _CRITERIA[name] = cls
         return cls
 
     return wrap
 
 
 def list_criteria(pattern: str = "*") -> list[str]:
-    return sorted(n for n in _CRITERIA if fnmatch.fnmatch(n, pattern))
+    return CRITERIA.names(pattern)
 
 
 def get_criterion(name: str, **options: Any) -> Criterion:
-    if name not in _CRITERIA:
-        raise ValueError(f"criteria.pool: unknown criterion {name!r}; known: "
-                         f"{', '.join(list_criteria())}")
-    return _CRITERIA[name](**options)
+    """A registered criterion, or a `module:Class` Criterion subclass, built with options."""
+    cls = CRITERIA.get(name)
+    if not (isinstance(cls, type) and issubclass(cls, Criterion)):
+        raise ValueError(f"criteria.pool: {name!r} is not a Criterion subclass")
+    return cls(**options)
 
 
 def group_size(group: Any) -> int:
     return len(group[0].idxs)
 
 
-def producer_layers(group: Any) -> Iterator[tuple[nn.Module, list[int], list[int]]]:
+Producer = nn.Conv2d | nn.Linear
+Norm = nn.modules.batchnorm._BatchNorm
+
+
+def producer_layers(group: Any) -> Iterator[tuple[Producer, list[int], list[int]]]:
     """(layer, its channel indices, their root indices) for every conv/linear whose
     output channels are in the group."""
     for item in group:
@@ -77,7 +81,7 @@ def producer_layers(group: Any) -> Iterator[tuple[nn.Module, list[int], list[int
             yield item.dep.target.module, list(item.idxs), list(item.root_idxs)
 
 
-def norm_layers(group: Any) -> Iterator[tuple[nn.Module, list[int], list[int]]]:
+def norm_layers(group: Any) -> Iterator[tuple[Norm, list[int], list[int]]]:
     for item in group:
         if item.dep.handler in _NORM_FNS:
             yield item.dep.target.module, list(item.idxs), list(item.root_idxs)

@@ -119,3 +119,25 @@ def test_residual_group_scores_are_one_vector_per_group():
     # Residual coupling: stage-one group spans the stem conv and both convs of each block.
     stem = gm["conv1"]
     assert {"conv1", "layer1.0.conv2", "layer1.2.conv2"} <= set(stem.producers)
+
+
+@pytest.mark.parametrize("name", list_criteria())
+def test_every_criterion_gives_one_finite_repeatable_score_per_channel(name):
+    """The contract of every registered criterion, on a real residual net."""
+    from pruning import create_model
+
+    torch.manual_seed(0)
+    model = create_model("resnet20", num_classes=4).eval()
+    x = torch.randn(16, 3, 16, 16)
+    y = torch.arange(16) % 4
+    gm = GroupMap(model, x[:1])
+
+    def scores():
+        torch.manual_seed(1)
+        return compute_scores(model, gm, [name], [(x[:8], y[:8]), (x[8:], y[8:])])
+
+    a, b = scores(), scores()
+    for group in gm:
+        s = a.scores[group.name][name]
+        assert s.shape == (group.size,) and np.all(np.isfinite(s)), group.name
+        assert np.array_equal(s, b.scores[group.name][name]), group.name

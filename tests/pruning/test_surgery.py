@@ -12,6 +12,7 @@ from pruning import (
     create_model,
     decode_plan,
     fuse_filters,
+    list_models,
     ratio_slots,
 )
 
@@ -24,13 +25,15 @@ def random_plan(gm: GroupMap, ratio: float, seed: int = 0) -> Plan:
     return decode_plan(blended, [ratio] * n_slots, slot_of, min_channels=2)
 
 
-@pytest.mark.parametrize("arch,shape,ratio", [
-    ("resnet20", (1, 3, 32, 32), 0.5),
-    ("vgg16", (1, 3, 32, 32), 0.4),
-    ("mobilenet_v2", (1, 3, 64, 64), 0.4),
-    ("resnet50", (1, 3, 64, 64), 0.3),
-])
-def test_pruned_model_runs_is_smaller_and_matches_prediction(arch, shape, ratio):
+# ImageNet-style nets downsample 32x: give them room.
+INPUT = {"resnet18": (1, 3, 64, 64), "resnet50": (1, 3, 64, 64), "mobilenet_v2": (1, 3, 64, 64)}
+
+
+@pytest.mark.parametrize("arch", list_models())
+def test_pruned_model_runs_is_smaller_and_matches_prediction(arch):
+    """The contract of every registered model: builds, runs, prunes at 50%, and the
+    predicted cost of the plan is the counted cost of the pruned model."""
+    shape, ratio = INPUT.get(arch, (1, 3, 32, 32)), 0.5
     torch.manual_seed(0)
     model = create_model(arch, num_classes=10).eval()
     x = torch.randn(*shape)

@@ -27,7 +27,13 @@ def test_set_overrides_parse_types(tmp_path):
     (["search.population=abc"], "search.population: Input should be a valid integer"),
     (["search.workers=-1"], "search.workers: Input should be greater than or equal to 1"),
     (["objectives=[flops]"], "objectives: must start with 'accuracy'"),
-    (["search.algorithm=cmaes"], "search.algorithm: Input should be"),
+    (["search.algorithm=cmaes"], "search.algorithm: unknown algorithm 'cmaes'; known: "
+                                 "deap-nsga2, deap-steady, optuna-nsga2, optuna-tpe, random"),
+    (["data.dataset=imagenet"], "data.dataset: unknown dataset 'imagenet'; known: cifar10,"),
+    (["search.algorithm=tests.search.test_strategies:Nope"],
+     "search.algorithm: cannot import 'tests.search.test_strategies:Nope'"),
+    (["search.algorithm=tests.search.test_strategies:toy_result"],
+     "search.algorithm: 'tests.search.test_strategies:toy_result' is not a Strategy subclass"),
     (["searchpopulation"], "--set: expected key=value"),
 ])
 def test_bad_values_name_the_key(overrides, message):

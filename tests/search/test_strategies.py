@@ -5,10 +5,33 @@ import json
 import numpy as np
 import pytest
 
+import search
+from search.config import load_config
 from search.pareto import Objectives
-from search.strategy import Problem, create_strategy
+from search.strategy import Problem, RandomSearch, Strategy, create_strategy, get_strategy
 
-ALGORITHMS = ["deap-nsga2", "deap-steady", "optuna-nsga2", "optuna-tpe", "random"]
+ALGORITHMS = search.list_strategies()
+SEEDED = [n for n in ALGORITHMS if get_strategy(n).seeds]
+
+
+class FirstCorner(Strategy):
+    """A user's strategy outside the registry: the lower corner, then uniform draws."""
+
+    accepts_seeds = True
+
+    def __init__(self, problem):
+        super().__init__(problem)
+        self.inner = RandomSearch(problem)
+
+    def _propose(self):
+        return list(self.problem.lower) if self.suggested == 0 else self.inner._propose()
+
+    def get_state(self):
+        return {**super().get_state(), "inner": self.inner.get_state()}
+
+    def set_state(self, state):
+        super().set_state(state)
+        self.inner.set_state(state["inner"])
 
 
 def toy_problem(population=6, generations=3, seeds=()):
@@ -41,7 +64,7 @@ def drive(strategy, workers=2):
     return done
 
 
-@pytest.mark.parametrize("name", ALGORITHMS)
+@pytest.mark.parametrize("name", [*ALGORITHMS, "tests.search.test_strategies:FirstCorner"])
 def test_budget_is_exact_and_genomes_in_bounds(name):
     p = toy_problem()
     genomes = drive(create_strategy(name, p))
@@ -55,7 +78,28 @@ def test_unknown_algorithm_is_named():
         create_strategy("cmaes", toy_problem())
 
 
-@pytest.mark.parametrize("name", ["deap-nsga2", "deap-steady"])
+def test_registry_lists_the_builtin_strategies_and_what_they_accept():
+    assert ALGORITHMS == ["deap-nsga2", "deap-steady", "optuna-nsga2", "optuna-tpe", "random"]
+    assert SEEDED == ["deap-nsga2", "deap-steady"]
+
+
+def test_a_strategy_outside_the_registry_is_reached_as_module_class():
+    name = "tests.search.test_strategies:FirstCorner"
+    assert load_config(None, [f"search.algorithm={name}"]).search.algorithm == name
+    spec = get_strategy(name)
+    assert spec.load() is FirstCorner and spec.seeds
+    genomes = drive(create_strategy(name, toy_problem()))
+    assert genomes[0] == [0.0] * 5 and len(genomes) == toy_problem().budget
+
+
+def test_registering_a_strategy_twice_or_with_a_colon_is_refused():
+    with pytest.raises(ValueError, match="algorithm 'random' is already registered"):
+        search.register_strategy("random", RandomSearch)
+    with pytest.raises(ValueError, match="reserved for module:attr"):
+        search.register_strategy("my:random", RandomSearch)
+
+
+@pytest.mark.parametrize("name", SEEDED)
 def test_seeds_are_generation_zero(name):
     seeds = [(1.0, 0, 0, 0.3, 0.3), (0, 1.0, 0, 0.3, 0.3), (0, 0, 1.0, 0.3, 0.3)]
     s = create_strategy(name, toy_problem(seeds=seeds))
@@ -90,7 +134,7 @@ def test_evolution_improves_on_random_generation_zero():
     assert best(last) >= best(first)
 
 
-@pytest.mark.parametrize("name", ALGORITHMS)
+@pytest.mark.parametrize("name", [*ALGORITHMS, "tests.search.test_strategies:FirstCorner"])
 def test_state_round_trips_and_continues_identically(name):
     p = toy_problem(population=4, generations=4)
     a = create_strategy(name, p)
