@@ -18,6 +18,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check pruning search tests benchmarks
+	$(VENV)/bin/mypy
 	$(PY) -m pytest
 
 clean:

@@ -25,8 +25,8 @@ def rank_normalise(scores: np.ndarray) -> np.ndarray:
     """z = rank / (n - 1) in [0, 1] per row; ties share their average rank."""
     scores = np.atleast_2d(scores)
     n = scores.shape[1]
-    ranks = rankdata(scores, axis=1) - 1.0
-    return ranks / max(n - 1, 1)
+    ranks: np.ndarray = (rankdata(scores, axis=1) - 1.0) / max(n - 1, 1)
+    return ranks
 
 
 def _spearman(z: np.ndarray) -> np.ndarray:
@@ -42,7 +42,8 @@ def _spearman(z: np.ndarray) -> np.ndarray:
     rho[norm == 0, :] = 0.0
     rho[:, norm == 0] = 0.0
     np.fill_diagonal(rho, 1.0)
-    return np.clip(rho, -1.0, 1.0)
+    clipped: np.ndarray = np.clip(rho, -1.0, 1.0)
+    return clipped
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ class Blender:
             self._membership[g] = m / m.sum(1, keepdims=True)  # rows average member alphas
             self._condensed[g] = cl.condensed()
 
-    def blend(self, alpha: Sequence[float]) -> dict[str, np.ndarray]:
+    def blend(self, alpha: Sequence[float] | np.ndarray) -> dict[str, np.ndarray]:
         """group -> b = sum_c w_c z_c / sum_c w_c, w_c the mean alpha of cluster c.
 
         All-zero weights in a group fall back to equal weights (a plain average).

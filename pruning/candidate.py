@@ -77,7 +77,9 @@ class GenomeLayout:
 
     def make(self, alpha: Sequence[float], values: float | Sequence[float]) -> list[float]:
         """A genome from alphas and one value per slot (a scalar means uniform)."""
-        vals = [float(values)] * len(self.slots) if np.isscalar(values) else list(values)
+        if isinstance(values, (int, float, np.floating)):
+            return [float(a) for a in alpha] + [float(values)] * len(self.slots)
+        vals = [float(v) for v in values]
         return [float(a) for a in alpha] + vals
 
 
@@ -220,7 +222,7 @@ class Evaluator:
         self.cost = CostModel(base, group_map, self.example_input)
         self.decoder = Decoder(table, layout, self.cost, cluster_threshold)
         self.blender = self.decoder.blender
-        common = {"mean": mean, "std": std, "batch_size": settings.batch_size,
+        common: dict[str, Any] = {"mean": mean, "std": std, "batch_size": settings.batch_size,
                   "channels_last": settings.channels_last}
         self.bn_loader = TensorLoader(*train, **common, seed=settings.seed + 1)
         self.ft_loader = TensorLoader(*train, **common, augment=True, pad=pad, flip=flip,

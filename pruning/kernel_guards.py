@@ -41,7 +41,7 @@ class UnitStridePointwise(TorchFunctionMode):
     oneDNN then needs no scratch copy at all.
     """
 
-    def __torch_function__(self, func: Callable[..., Any], types: Any, args: tuple = (),
+    def __torch_function__(self, func: Callable[..., Any], types: Any, args: tuple[Any, ...] = (),
                            kwargs: dict[str, Any] | None = None) -> Any:
         kwargs = kwargs or {}
         if func not in _CONV2D:

@@ -79,7 +79,7 @@ def _top(scores: np.ndarray, k: int) -> np.ndarray:
     return np.sort(np.argsort(-scores, kind="stable")[:k])
 
 
-def decode_plan(blended: Mapping[str, np.ndarray], values: Sequence[float],
+def decode_plan(blended: Mapping[str, np.ndarray], values: Sequence[float] | np.ndarray,
                 slot_of: Sequence[int], *, encoding: str = "ratio", min_channels: int = 1,
                 round_to: int = 1) -> Plan:
     """Turn blended importances and per-slot ratios (or thresholds) into a Plan.

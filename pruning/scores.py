@@ -47,7 +47,8 @@ class ScoreTable:
         fd, tmp = tempfile.mkstemp(dir=directory, suffix=".npz.tmp")
         try:
             with os.fdopen(fd, "wb") as f:
-                np.savez(f, header=np.array(json.dumps(header)), **arrays)
+                payload: dict[str, Any] = {"header": np.array(json.dumps(header)), **arrays}
+                np.savez(f, **payload)
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
@@ -109,7 +110,7 @@ def compute_scores(model: nn.Module, group_map: GroupMap, pool: Sequence[str | C
                     with torch.set_grad_enabled(needs_grad):
                         out = model(x)
                         if needs_grad:
-                            loss_fn(out.float(), y).backward()
+                            torch.autograd.backward(loss_fn(out.float(), y))
         finally:
             model.zero_grad(set_to_none=True)
             model.train(was_training)

@@ -74,7 +74,7 @@ def _run_steps(model: nn.Module, batches: Batches, total: int,
             if not torch.isfinite(loss):
                 raise DivergedError(f"loss is {loss.item()} at step {step}")
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            torch.autograd.backward(loss)
             opt.step()
             loss_sum += loss.item() * len(y)
             seen += len(y)

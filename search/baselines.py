@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 import optuna
+from optuna.distributions import BaseDistribution
+from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from .pareto import RESULT_KEYS
@@ -25,7 +27,9 @@ _CONSTRAINT = "flops_over_budget"
 class _Optuna(Strategy):
     def __init__(self, problem: Problem) -> None:
         super().__init__(problem)
-        directions = ["maximize" if w > 0 else "minimize" for w in problem.objectives.weights]
+        directions: list[StudyDirection] = [
+            StudyDirection.MAXIMIZE if w > 0 else StudyDirection.MINIMIZE
+            for w in problem.objectives.weights]
         self.study = optuna.create_study(directions=directions, sampler=self._sampler())
         self._trials: dict[int, optuna.trial.Trial] = {}
         self._by_genome: dict[tuple[float, ...], int] = {}
@@ -55,7 +59,8 @@ class _Optuna(Strategy):
         self.study.tell(trial, list(objectives.values(result)))
 
     def _add(self, genome: Genome, result: dict[str, Any] | None) -> None:
-        dists = {f"g{i:03d}": optuna.distributions.FloatDistribution(lo, hi)
+        dists: dict[str, BaseDistribution] = {
+            f"g{i:03d}": optuna.distributions.FloatDistribution(lo, hi)
                  for i, (lo, hi) in enumerate(zip(self.problem.lower, self.problem.upper))}
         params = {f"g{i:03d}": v for i, v in enumerate(genome)}
         objectives = self.problem.objectives

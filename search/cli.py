@@ -265,7 +265,8 @@ def cmd_front(args: argparse.Namespace) -> int:
         rows = json.loads((Path(local) / "front.json").read_text())["front"]
         plot_src = Path(local) / "front.png"
     print(format_front(rows))
-    out = Path(args.plot or f"front-{parent or path.name}.png")
+    label = parent or (path.name if path is not None else "run")
+    out = Path(args.plot or f"front-{label}.png")
     if plot_src is not None and plot_src.exists():
         shutil.copyfile(plot_src, out)
         print(f"plot: {out}")

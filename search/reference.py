@@ -52,7 +52,7 @@ def _bounds(info: FieldInfo) -> str:
 
 
 def _default(info: FieldInfo) -> str:
-    value = info.default_factory() if info.default_factory else info.default
+    value = info.get_default(call_default_factory=True)
     if value is None:
         return "null"
     if isinstance(value, list):

@@ -10,6 +10,7 @@ through trial configs.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable
 from typing import Any
@@ -37,12 +38,12 @@ def init_ray(address: str | None, num_cpus: int | None) -> None:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     if address or os.environ.get("RAY_ADDRESS"):
-        ray.init(address=address or os.environ["RAY_ADDRESS"], logging_level="WARNING",
+        ray.init(address=address or os.environ["RAY_ADDRESS"], logging_level=logging.WARNING,
                  log_to_driver=False)
     else:
         _loopback_only()
         ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
-                 logging_level="WARNING", log_to_driver=False)
+                 logging_level=logging.WARNING, log_to_driver=False)
 
 
 def _loopback_only() -> None:
@@ -67,6 +68,7 @@ def eval_settings(ws: Workspace) -> EvalSettings:
 
 def resident_evaluator(ws: Workspace, device: str = "cpu") -> Evaluator:
     """The workspace's base model and data moved to `device` once, behind an Evaluator."""
+    assert ws.table is not None and ws.layout is not None, "prepare(ws) first"
     model = ws.model.to(device).eval()
     train = (ws.train[0].to(device), ws.train[1].to(device))
     holdout = (ws.holdout[0].to(device), ws.holdout[1].to(device))
@@ -134,7 +136,8 @@ class StrategySearcher(Searcher):
         self.on_complete = on_complete
         self.errors = TrialErrors()  # run_trials registers it with Tune
 
-    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+    def suggest(  # type: ignore[override]  # Ray's annotation omits Searcher.FINISHED
+            self, trial_id: str) -> dict[str, Any] | str | None:
         genome = self.strategy.suggest(trial_id)
         if genome is None:
             return Searcher.FINISHED if self.strategy.finished and not self.strategy.pending \

@@ -28,18 +28,15 @@ def describe_crash(err_log: str) -> str | None:
     """"SIGABRT: <glibc's message>" or "SIGSEGV in file.py:N function" from a dead worker's
     stderr; None when the log shows no fatal signal."""
     lines = err_log.splitlines()
-    first = None
-    signal = None
-    for i, line in enumerate(lines):
-        banner, fatal = _BANNER.search(line), _FATAL.search(line)
-        if banner or fatal:
-            first = i
-            signal = banner.group(1) if banner else _FATAL_SIGNALS.get(fatal.group(1).strip())
+    for first, line in enumerate(lines):
+        if banner := _BANNER.search(line):
+            signal = banner.group(1)
             break
-    if first is None:
+        if fatal := _FATAL.search(line):
+            signal = _FATAL_SIGNALS.get(fatal.group(1).strip(), "fatal error")
+            break
+    else:
         return None
-    if signal is None:
-        signal = "fatal error"
     if signal == "SIGABRT":  # abort() follows the message that explains it
         for line in reversed(lines[max(0, first - 5):first]):
             if line.strip():

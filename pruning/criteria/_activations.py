@@ -68,7 +68,8 @@ class ActivationCriterion(Criterion):
                 m.inplace = True
 
     def __call__(self, group: Any) -> torch.Tensor:
-        sites = list(norm_layers(group)) or list(producer_layers(group))
+        sites: list[tuple[nn.Module, list[int], list[int]]] = [
+            *norm_layers(group)] or [*producer_layers(group)]
         parts = [((self._sums[m] / self._counts[m])[idxs], root_idxs)
                  for m, idxs, root_idxs in sites if m in self._sums]
         if not parts:
@@ -109,7 +110,8 @@ class HRankCriterion(ActivationCriterion):
         a = act.relu().float()
         if a.dim() < 4:
             return (a.reshape(a.shape[0], a.shape[1]) != 0).double().sum(0)
-        return torch.linalg.matrix_rank(a).double().sum(0)
+        ranks: torch.Tensor = torch.linalg.matrix_rank(a).double().sum(0)
+        return ranks
 
 
 @register_criterion("taylor")
@@ -130,4 +132,4 @@ class TaylorCriterion(ActivationCriterion):
             contrib = _channels_last_flat(act * grad).sum(2)
             self._accumulate(module, contrib.pow(2).sum(0), act.shape[0])
 
-        output.register_hook(on_grad)
+        output.register_hook(on_grad)  # type: ignore[no-untyped-call]

@@ -66,7 +66,8 @@ class L2Criterion(_FilterCriterion):
     """L2 norm of each filter."""
 
     def score_filters(self, w: torch.Tensor) -> torch.Tensor:
-        return w.norm(dim=1)
+        norms: torch.Tensor = w.norm(dim=1)
+        return norms
 
 
 @register_criterion("fpgm")
