@@ -384,10 +384,9 @@ class TensorLoader:
         yield from self.iter_epoch(self.epoch)
         self.epoch += 1
 
-    def batches(self, n: int, *, start_epoch: int = 0
-                ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(self, n: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Exactly `n` batches, continuing into further epochs as needed (no side effects)."""
-        epoch, done = start_epoch, 0
+        epoch, done = 0, 0
         while done < n:
             for batch in self.iter_epoch(epoch):
                 if done == n:

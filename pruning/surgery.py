@@ -80,7 +80,6 @@ class GroupMap:
             for h in hooks:
                 h.remove()
             model.train(model_was_training)
-        self.dependency_graph = dg
         groups: list[ChannelGroup] = []
         self.dependency_groups: dict[str, Any] = {}
         for tp_group in dg.get_all_groups(ignored_layers=list(ignored),
@@ -120,7 +119,6 @@ class GroupMap:
     def __getstate__(self) -> dict[str, Any]:
         # The traced graph holds autograd nodes and live modules: keep it on this process.
         state = self.__dict__.copy()
-        state["dependency_graph"] = None
         state["dependency_groups"] = {}
         return state
 

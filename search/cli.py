@@ -124,10 +124,10 @@ def _print_how_to_open(uri: str | None, parent: str | None, run_path: Path) -> N
 
 def _resolve_run(run: str, uri: str | None) -> tuple[Path | None, str | None, str | None]:
     """(run folder or None, parent run id or None, tracking uri) for a folder or run id."""
-    path = Path(run)
-    if (path / "config.yaml").exists():
-        from .rundir import RunDir
+    from .rundir import RunDir
 
+    path = Path(run)
+    if RunDir(path).exists():
         state = RunDir(path).state()
         return path, state.get("parent_run_id"), uri or state.get("tracking_uri")
     if os.path.sep in run or path.exists():

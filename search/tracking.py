@@ -241,10 +241,3 @@ class Tracker:
             self.client.set_terminated(self.parent_id, status)
         except Exception as exc:
             self._warn("finish", exc)
-
-    def text(self, text: str, name: str) -> None:
-        try:
-            self.client.log_text(self.parent_id, text, name)
-        except Exception as exc:
-            self._warn(name, exc)
-
