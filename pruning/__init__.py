@@ -5,12 +5,11 @@ search (Ray, MLflow, DEAP, Optuna live in `search/`).
 """
 
 from .blending import Blender, GroupClustering, cluster_group, rank_normalise
-from .candidate import CandidateResult, Decoder, EvalSettings, Evaluator, GenomeLayout
+from .candidate import CandidateResult, EvalSettings, Evaluator
 from .cost import CostModel, count_cost, measure_latency
 from .criteria import Criterion, get_criterion, list_criteria, register_criterion
 from .data import (
     ImageData,
-    TensorLoader,
     get_dataset,
     holdout_split,
     list_datasets,
@@ -18,6 +17,8 @@ from .data import (
     register_dataset,
 )
 from .export import load_pruned, save_pruned
+from .genome import Decoder, GenomeLayout
+from .loader import TensorLoader
 from .models import create_model, get_model, list_models, load_checkpoint, register_model
 from .plan import Plan, decode_plan, keep_count, ratio_slots
 from .scores import DEFAULT_POOL, ScoreTable, compute_scores
