@@ -108,7 +108,7 @@ def _tracking_uri(arg: str | None, cfg_uri: str | None) -> str | None:
 def _print_how_to_open(uri: str | None, parent: str | None, run_path: Path) -> None:
     import mlflow
 
-    from .tracking import redact
+    from .redaction import redact
 
     resolved = redact(uri or mlflow.get_tracking_uri())
     shown = redact(uri) if uri else None
@@ -132,11 +132,11 @@ def _resolve_run(run: str, uri: str | None) -> tuple[Path | None, str | None, st
         return path, state.get("parent_run_id"), uri or state.get("tracking_uri")
     if os.path.sep in run or path.exists():
         raise UsageError(f"run: {run!r} is not a blendprune run folder (no config.yaml)")
-    from .tracking import _client, check_tracking
+    from .tracking import check_tracking, client
 
     check_tracking(uri)
     try:
-        parent = _client(uri).get_run(run)
+        parent = client(uri).get_run(run)
     except Exception:
         raise UsageError(f"run: no MLflow run {run!r} at {uri or 'the default store'}") from None
     if parent.data.tags.get("blendprune.role") != "search":
@@ -255,15 +255,16 @@ def cmd_front(args: argparse.Namespace) -> int:
             rows = json.loads(front.read_text())["front"]
             plot_src = path / "pareto" / "front.png"
     if rows is None:
-        from .tracking import _client
+        from .tracking import download
 
-        client = _client(uri)
         try:
-            local = client.download_artifacts(parent, "pareto")
+            if parent is None:
+                raise LookupError(args.run)
+            local = download(uri, parent, "pareto")
         except Exception:
             raise UsageError(f"run: {args.run!r} has no pareto/front.json yet") from None
-        rows = json.loads((Path(local) / "front.json").read_text())["front"]
-        plot_src = Path(local) / "front.png"
+        rows = json.loads((local / "front.json").read_text())["front"]
+        plot_src = local / "front.png"
     print(format_front(rows))
     label = parent or (path.name if path is not None else "run")
     out = Path(args.plot or f"front-{label}.png")
@@ -279,18 +280,14 @@ def _push_unsent(path: Path, parent: str | None, uri: str | None) -> None:
     from .tracking import Tracker
 
     run = RunDir(path)
-    unsent = [r for r in run.records() if r.get("run_id") is None]
+    records = run.records()
+    unsent = sum(r.get("run_id") is None for r in records)
     if not unsent or parent is None:
         return
     tracker = Tracker(uri, run.state().get("experiment", "blendprune"))
     tracker.attach(parent)
-    sent = 0
-    for record in unsent:
-        record["run_id"] = tracker.candidate(record, look_first=True)
-        if record["run_id"]:
-            run.append(record)
-            sent += 1
-    print(f"sent {sent} of {len(unsent)} candidates the tracking server had missed")
+    missing = tracker.send_missing(records, run.append)
+    print(f"sent {unsent - missing} of {unsent} candidates the tracking server had missed")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -304,10 +301,12 @@ def cmd_export(args: argparse.Namespace) -> int:
             raise UsageError(f"--rank: {args.rank} has no final model (ranks: "
                              f"{', '.join(have) or 'none'})")
     else:
-        from .tracking import _client
+        from .tracking import download
 
         try:
-            src = Path(_client(uri).download_artifacts(parent, f"final/{args.rank}/model.pt"))
+            if parent is None:
+                raise LookupError(args.run)
+            src = download(uri, parent, f"final/{args.rank}/model.pt")
         except Exception:
             raise UsageError(f"--rank: {args.rank} has no final model in run {parent}") from None
     shutil.copyfile(src, args.out)
@@ -330,7 +329,8 @@ COMMANDS = {"search": cmd_search, "resume": cmd_resume, "train": cmd_train,
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .tracking import TrackingUnavailable, redact
+    from .redaction import redact
+    from .tracking import TrackingUnavailable
 
     try:
         return COMMANDS[args.command](args)

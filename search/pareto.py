@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["RESULT_KEYS", "Objectives", "hypervolume", "non_dominated"]
+__all__ = ["RESULT_KEYS", "Objectives", "front_hypervolume", "front_of", "front_rows",
+           "hypervolume", "non_dominated"]
 
 # Result keys of each objective; accuracy is maximised, the rest minimised.
 RESULT_KEYS = {"accuracy": "accuracy", "flops": "flops_ratio", "params": "params_ratio",
@@ -92,3 +93,34 @@ def hypervolume(points: np.ndarray, weights: Sequence[float],
     import moocore
 
     return float(moocore.hypervolume(q, ref=ref))
+
+
+def front_of(records: Sequence[dict[str, Any]], objectives: Objectives) -> list[int]:
+    """Positions in `records` of the non-dominated feasible candidates."""
+    feasible = [i for i, r in enumerate(records) if objectives.feasible(r["result"])]
+    if not feasible:
+        return []
+    pts = np.array([objectives.values(records[i]["result"]) for i in feasible])
+    return [feasible[int(k)] for k in non_dominated(pts, objectives.weights)]
+
+
+def front_hypervolume(records: Sequence[dict[str, Any]], objectives: Objectives) -> float:
+    front = front_of(records, objectives)
+    if not front:
+        return 0.0
+    pts = np.array([objectives.values(records[i]["result"]) for i in front])
+    ref = [0.0 if w > 0 else 1.0 for w in objectives.weights]
+    return hypervolume(pts, objectives.weights, ref)
+
+
+def front_rows(records: Sequence[dict[str, Any]], front: Sequence[int]) -> list[dict[str, Any]]:
+    rows = []
+    for i in sorted(front, key=lambda i: records[i]["result"]["flops_ratio"]):
+        r = records[i]
+        res = r["result"]
+        rows.append({"index": r["index"], "run_id": r.get("run_id"),
+                     "accuracy": res["accuracy"], "flops": res["macs"],
+                     "params": res["params"], "flops_ratio": res["flops_ratio"],
+                     "params_ratio": res["params_ratio"], "latency": res.get("latency"),
+                     "seed": r.get("seed"), "genome": r["genome"]})
+    return rows

@@ -13,15 +13,15 @@ from typing import Any
 
 import numpy as np
 
-from pruning import Plan, apply_plan, save_pruned, train
+from pruning import CandidateResult, Plan, apply_plan, save_pruned, train
 
 from .config import Config
-from .pareto import Objectives
+from .pareto import Objectives, front_hypervolume, front_of, front_rows
 from .plots import plot_correlation, plot_front
 from .prepare import Workspace, compute_table, prepare
 from .rundir import RunDir
 from .strategy import Problem, Strategy, create_strategy, get_strategy
-from .tracking import Tracker, front_hypervolume, front_of, front_rows
+from .tracking import Tracker
 
 __all__ = ["Search", "final_stage", "format_front", "prepare_workspace", "seed_genomes"]
 
@@ -115,13 +115,12 @@ class Search:
         assert self.strategy is not None and self.ws.decoder is not None
         if result is None:  # the trial crashed (after Tune's retries): a failed candidate
             plan = self.ws.decoder.decode(genome)
-            macs, params = self.ws.decoder.cost.predict(plan)
             cost = self.ws.decoder.cost
-            result = {"accuracy": 0.0, "macs": macs, "params": params,
-                      "flops_ratio": macs / cost.base_macs,
-                      "params_ratio": params / cost.base_params, "plan": plan.to_dict(),
-                      "timings": {}, "status": "failed", "reason": failure or "trial crashed",
-                      "latency": None, "bn_accuracy": None}
+            macs, params = cost.predict(plan)
+            result = CandidateResult(0.0, macs, params, macs / cost.base_macs,
+                                     params / cost.base_params, plan.to_dict(),
+                                     status="failed",
+                                     reason=failure or "trial crashed").to_dict()
         index = len(self.records)
         record = {"index": index, "trial_id": trial_id, "genome": genome,
                   "generation": index // self.cfg.search.population,
@@ -172,15 +171,7 @@ class Search:
 
     def flush(self) -> int:
         """Re-send candidates the tracking server missed; returns how many remain unsent."""
-        missing = 0
-        for record in self.records:
-            if record["run_id"] is None:
-                record["run_id"] = self.tracker.candidate(record, look_first=True)
-                if record["run_id"] is None:
-                    missing += 1
-                else:
-                    self.run.append(record)
-        return missing
+        return self.tracker.send_missing(self.records, self.run.append)
 
     # -- the whole search ------------------------------------------------------------------
     def run_search(self, resume_state: dict[str, Any] | None = None) -> list[dict[str, Any]]:

@@ -11,93 +11,49 @@ from __future__ import annotations
 import csv
 import io
 import os
-import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from .redaction import redact
 
-from .pareto import Objectives, hypervolume, non_dominated
-
-__all__ = ["TrackingUnavailable", "Tracker", "check_tracking", "front_of", "redact"]
+__all__ = ["TrackingUnavailable", "Tracker", "check_tracking", "client", "download"]
 
 ROLE = "blendprune.role"
 INDEX = "blendprune.index"
 PARENT = "mlflow.parentRunId"
-
-# A stalled tracking server must not stall the search: few retries, short timeouts.
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-# MLflow prints a link per finished run, credentials included; blendprune prints its own.
-os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-
-
-_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^/@\s:]*)"
-                       r"(?P<password>:[^/@\s]*)?@")
-
-
-def redact(text: str) -> str:
-    """`text` with the secret of every `scheme://user:password@host` (or the lone token of
-    `scheme://token@host`) replaced by ***.
-
-    Applied to everything blendprune prints or sends to MLflow (params, config.yaml,
-    warnings), so credentials in a tracking or data URI never reach a log or a run.
-    """
-    return _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@" if m["password"]
-                         else f"{m['scheme']}***@", text)
 
 
 class TrackingUnavailable(RuntimeError):
     """The tracking URI cannot be reached."""
 
 
-def _client(uri: str | None) -> Any:
+def client(uri: str | None) -> Any:
+    """An MlflowClient for `uri`, with MLflow set up the way a search needs it: a stalled
+    server must not stall the search (few retries, short timeouts), and MLflow's own
+    per-run links (credentials included) are not printed; blendprune prints its own."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=uri)
 
 
+def download(uri: str | None, run_id: str, artifact: str) -> Path:
+    """A run's artifact (file or folder) downloaded to a local temporary path."""
+    return Path(client(uri).download_artifacts(run_id, artifact))
+
+
 def check_tracking(uri: str | None) -> None:
     """Fail fast (exit 1, before any compute) when the tracking store is unreachable."""
     try:
-        _client(uri).search_experiments(max_results=1)
+        client(uri).search_experiments(max_results=1)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TrackingUnavailable(f"tracking.uri: cannot reach {uri or 'the default store'}: "
                                   f"{first[:200]}") from None
-
-
-def front_of(records: Sequence[dict[str, Any]], objectives: Objectives) -> list[int]:
-    """Positions in `records` of the non-dominated feasible candidates."""
-    feasible = [i for i, r in enumerate(records) if objectives.feasible(r["result"])]
-    if not feasible:
-        return []
-    pts = np.array([objectives.values(records[i]["result"]) for i in feasible])
-    return [feasible[int(k)] for k in non_dominated(pts, objectives.weights)]
-
-
-def front_hypervolume(records: Sequence[dict[str, Any]], objectives: Objectives) -> float:
-    front = front_of(records, objectives)
-    if not front:
-        return 0.0
-    pts = np.array([objectives.values(records[i]["result"]) for i in front])
-    ref = [0.0 if w > 0 else 1.0 for w in objectives.weights]
-    return hypervolume(pts, objectives.weights, ref)
-
-
-def front_rows(records: Sequence[dict[str, Any]], front: Sequence[int]) -> list[dict[str, Any]]:
-    rows = []
-    for i in sorted(front, key=lambda i: records[i]["result"]["flops_ratio"]):
-        r = records[i]
-        res = r["result"]
-        rows.append({"index": r["index"], "run_id": r.get("run_id"),
-                     "accuracy": res["accuracy"], "flops": res["macs"],
-                     "params": res["params"], "flops_ratio": res["flops_ratio"],
-                     "params_ratio": res["params_ratio"], "latency": res.get("latency"),
-                     "seed": r.get("seed"), "genome": r["genome"]})
-    return rows
 
 
 class Tracker:
@@ -105,7 +61,7 @@ class Tracker:
 
     def __init__(self, uri: str | None, experiment: str) -> None:
         self.uri, self.experiment = uri, experiment
-        self.client = _client(uri)
+        self.client = client(uri)
         self.parent_id: str | None = None
         self.experiment_id: str | None = None
         self.warned = False
@@ -184,6 +140,20 @@ class Tracker:
         except Exception as exc:
             self._warn(f"candidate {record['index']}", exc)
             return None
+
+    def send_missing(self, records: list[dict[str, Any]],
+                     save: Callable[[dict[str, Any]], None]) -> int:
+        """Send the candidates the server missed (`run_id` None), without duplicating any it
+        already has; `save(record)` persists each newly sent one. Returns how many remain."""
+        missing = 0
+        for record in records:
+            if record["run_id"] is None:
+                record["run_id"] = self.candidate(record, look_first=True)
+                if record["run_id"] is None:
+                    missing += 1
+                else:
+                    save(record)
+        return missing
 
     def generation(self, generation: int, metrics: dict[str, float]) -> bool:
         from mlflow.entities import Metric

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from search.tracking import redact
+from search.redaction import redact
 
 from ..helpers import REPO, isolated
 
