@@ -135,3 +135,11 @@ def test_other_runtime_errors_are_not_swallowed(evaluator, monkeypatch):
     monkeypatch.setattr(candidate, "adaptive_bn", broken)
     with pytest.raises(RuntimeError, match="shapes"):
         evaluator.evaluate(evaluator.layout.make([1, 0, 0, 0, 0], 0.3))
+
+
+def test_timings_name_every_pass_and_total_is_the_wall_time(evaluator):
+    r = evaluator.evaluate(evaluator.layout.make([1, 0, 0, 0, 0], 0.3))
+    parts = {k: v for k, v in r.timings.items() if k != "total"}
+    assert set(parts) == {"decode", "surgery", "adaptive_bn", "bn_evaluate", "finetune",
+                          "evaluate"}
+    assert r.timings["total"] >= sum(parts.values()) and all(v >= 0 for v in parts.values())
