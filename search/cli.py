@@ -146,6 +146,18 @@ def _resolve_run(run: str, uri: str | None) -> tuple[Path | None, str | None, st
     return local, run, uri
 
 
+def format_front(rows: list[dict[str, Any]]) -> str:
+    """The front as a table, best accuracy first."""
+    head = f"{'rank':>4} {'index':>5} {'accuracy':>8} {'FLOPs':>10} {'ratio':>6} " \
+           f"{'params':>9} {'ratio':>6}  seed"
+    lines = [head, "-" * len(head)]
+    for rank, r in enumerate(sorted(rows, key=lambda r: -r["accuracy"])):
+        lines.append(f"{rank:>4} {r['index']:>5} {r['accuracy']:>8.4f} {r['flops']:>10,} "
+                     f"{r['flops_ratio']:>6.3f} {r['params']:>9,} {r['params_ratio']:>6.3f}  "
+                     f"{r.get('seed') or ''}")
+    return "\n".join(lines)
+
+
 # -- commands --------------------------------------------------------------------------
 def cmd_search(args: argparse.Namespace) -> int:
     from .prepare import validate
@@ -173,7 +185,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def _execute(cfg: Config, run: Any, ws: Any, tracker: Any, address: str | None,
              resume_state: dict[str, Any] | None) -> int:
-    from .pipeline import Search, final_stage, format_front, prepare_workspace
+    from .final_stage import final_stage
+    from .pipeline import Search, prepare_workspace
     from .tune_runner import init_ray
 
     try:
@@ -243,8 +256,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_front(args: argparse.Namespace) -> int:
-    from .pipeline import format_front
-
     path, parent, uri = _resolve_run(args.run, args.tracking_uri)
     rows: list[dict[str, Any]] | None = None
     plot_src: Path | None = None

@@ -1,4 +1,4 @@
-"""The search, end to end: prepare -> clustering report -> trials -> front -> final stage.
+"""The search, end to end: prepare -> clustering report -> trials -> front.
 
 `Search` owns the run folder, the tracker and the strategy. Each finished candidate is
 appended to the ledger, sent to MLflow and followed by a strategy checkpoint, in that
@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from pruning import CandidateResult, Plan, apply_plan, save_pruned, train
+from pruning import CandidateResult
 
 from .config import Config
 from .pareto import Objectives, front_hypervolume, front_of, front_rows
@@ -23,7 +23,7 @@ from .rundir import RunDir
 from .strategy import Problem, Strategy, create_strategy, get_strategy
 from .tracking import Tracker
 
-__all__ = ["Search", "final_stage", "format_front", "prepare_workspace", "seed_genomes"]
+__all__ = ["Search", "prepare_workspace", "seed_genomes"]
 
 
 def _log(msg: str) -> None:
@@ -33,17 +33,6 @@ def _log(msg: str) -> None:
 def _fmt_time(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
-def format_front(rows: list[dict[str, Any]]) -> str:
-    head = f"{'rank':>4} {'index':>5} {'accuracy':>8} {'FLOPs':>10} {'ratio':>6} " \
-           f"{'params':>9} {'ratio':>6}  seed"
-    lines = [head, "-" * len(head)]
-    for rank, r in enumerate(sorted(rows, key=lambda r: -r["accuracy"])):
-        lines.append(f"{rank:>4} {r['index']:>5} {r['accuracy']:>8.4f} {r['flops']:>10,} "
-                     f"{r['flops_ratio']:>6.3f} {r['params']:>9,} {r['params_ratio']:>6.3f}  "
-                     f"{r.get('seed') or ''}")
-    return "\n".join(lines)
 
 
 def seed_genomes(ws: Workspace) -> list[tuple[str, list[float]]]:
@@ -224,62 +213,6 @@ class Search:
                          base_accuracy=self.ws.base_accuracy)
         self.tracker.front(rows, png)
         return rows
-
-
-def final_stage(cfg: Config, ws: Workspace, run: RunDir, tracker: Tracker,
-                rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Fine-tune the top-k of the front longer, report test accuracy, export the models."""
-    if cfg.final.top_k == 0 or not rows:
-        return []
-    picks = sorted(rows, key=lambda r: -r["accuracy"])[: cfg.final.top_k]
-    records = {r["index"]: r for r in run.records()}
-    out = []
-    for rank, row in enumerate(picks):
-        plan = Plan.from_dict(records[row["index"]]["result"]["plan"])
-        model = apply_plan(ws.model, ws.group_map, plan, keep=cfg.genome.keep)
-        if cfg.final.epochs:
-            loader = ws.loader(*ws.train, train=True, batch_size=cfg.evaluation.batch_size,
-                               seed=cfg.search.seed + rank)
-            train(model, loader, epochs=cfg.final.epochs, lr=cfg.final.lr, warmup_epochs=0.0,
-                  label_smoothing=0.0)
-        test_acc = ws.test_accuracy(model)
-        folder = run.path / "final" / str(rank)
-        folder.mkdir(parents=True, exist_ok=True)
-        save_pruned(model, folder / "model.pt", arch=cfg.model.arch, plan=plan,
-                    num_classes=ws.data.num_classes,
-                    input_shape=(1, *ws.train[0].shape[1:]),
-                    extra={"index": row["index"], "test_accuracy": test_acc,
-                           "mean": ws.mean.tolist(), "std": ws.std.tolist()})
-        (folder / "README.md").write_text(_LOAD_NOTE.format(rank=rank))
-        result = {"rank": rank, "index": row["index"], "holdout_accuracy": row["accuracy"],
-                  "test_accuracy": test_acc, "flops": row["flops"],
-                  "flops_ratio": row["flops_ratio"], "params": row["params"]}
-        (folder / "metrics.json").write_text(json.dumps(result, indent=1))
-        tracker.artifacts({f"final/{rank}": folder / "model.pt"})
-        tracker.artifacts({f"final/{rank}": folder / "README.md"})
-        tracker.metrics({f"final_{rank}_test_accuracy": test_acc,
-                         f"final_{rank}_flops_ratio": row["flops_ratio"]})
-        _log(f"final {rank}: candidate {row['index']}  holdout {row['accuracy']:.4f}  "
-             f"test {test_acc:.4f} after {cfg.final.epochs} epochs  "
-             f"FLOPs ratio {row['flops_ratio']:.3f}")
-        out.append(result)
-    if ws.base_accuracy is not None:
-        tracker.metrics({"base_test_accuracy": ws.test_accuracy(ws.model)})
-    tracker.log_dict({"final": out}, "final/summary.json")
-    return out
-
-
-_LOAD_NOTE = """# Pruned model (rank {rank} of the final stage)
-
-`model.pt` holds the arch, the pruning plan and the pruned weights as plain tensors
-(`torch.load(..., weights_only=True)` reads it). To get a runnable module:
-
-```python
-from pruning import load_pruned
-model, meta = load_pruned("model.pt")   # rebuilds the arch, applies the plan, loads weights
-# inputs: float images normalised with meta["extra"]["mean"] / ["std"] (per channel, 0..1)
-```
-"""
 
 
 def prepare_workspace(ws: Workspace, *, on_ray: bool) -> Workspace:

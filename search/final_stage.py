@@ -1,0 +1,75 @@
+"""The final stage: the front's top-k fine-tuned longer, tested once, exported for loading.
+
+The test split is touched here and nowhere else in a search (AMC's protocol): candidates
+were chosen on the holdout.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pruning import Plan, apply_plan, save_pruned, train
+
+from .config import Config
+from .prepare import Workspace
+from .rundir import RunDir
+from .tracking import Tracker
+
+__all__ = ["final_stage"]
+
+
+def final_stage(cfg: Config, ws: Workspace, run: RunDir, tracker: Tracker,
+                rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Fine-tune the top-k of the front longer, report test accuracy, export the models."""
+    if cfg.final.top_k == 0 or not rows:
+        return []
+    picks = sorted(rows, key=lambda r: -r["accuracy"])[: cfg.final.top_k]
+    records = {r["index"]: r for r in run.records()}
+    out = []
+    for rank, row in enumerate(picks):
+        plan = Plan.from_dict(records[row["index"]]["result"]["plan"])
+        model = apply_plan(ws.model, ws.group_map, plan, keep=cfg.genome.keep)
+        if cfg.final.epochs:
+            loader = ws.loader(*ws.train, train=True, batch_size=cfg.evaluation.batch_size,
+                               seed=cfg.search.seed + rank)
+            train(model, loader, epochs=cfg.final.epochs, lr=cfg.final.lr, warmup_epochs=0.0,
+                  label_smoothing=0.0)
+        test_acc = ws.test_accuracy(model)
+        folder = run.path / "final" / str(rank)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_pruned(model, folder / "model.pt", arch=cfg.model.arch, plan=plan,
+                    num_classes=ws.data.num_classes,
+                    input_shape=(1, *ws.train[0].shape[1:]),
+                    extra={"index": row["index"], "test_accuracy": test_acc,
+                           "mean": ws.mean.tolist(), "std": ws.std.tolist()})
+        (folder / "README.md").write_text(_LOAD_NOTE.format(rank=rank))
+        result = {"rank": rank, "index": row["index"], "holdout_accuracy": row["accuracy"],
+                  "test_accuracy": test_acc, "flops": row["flops"],
+                  "flops_ratio": row["flops_ratio"], "params": row["params"]}
+        (folder / "metrics.json").write_text(json.dumps(result, indent=1))
+        tracker.artifacts({f"final/{rank}": folder / "model.pt"})
+        tracker.artifacts({f"final/{rank}": folder / "README.md"})
+        tracker.metrics({f"final_{rank}_test_accuracy": test_acc,
+                         f"final_{rank}_flops_ratio": row["flops_ratio"]})
+        print(f"final {rank}: candidate {row['index']}  holdout {row['accuracy']:.4f}  "
+              f"test {test_acc:.4f} after {cfg.final.epochs} epochs  "
+              f"FLOPs ratio {row['flops_ratio']:.3f}", flush=True)
+        out.append(result)
+    if ws.base_accuracy is not None:
+        tracker.metrics({"base_test_accuracy": ws.test_accuracy(ws.model)})
+    tracker.log_dict({"final": out}, "final/summary.json")
+    return out
+
+
+_LOAD_NOTE = """# Pruned model (rank {rank} of the final stage)
+
+`model.pt` holds the arch, the pruning plan and the pruned weights as plain tensors
+(`torch.load(..., weights_only=True)` reads it). To get a runnable module:
+
+```python
+from pruning import load_pruned
+model, meta = load_pruned("model.pt")   # rebuilds the arch, applies the plan, loads weights
+# inputs: float images normalised with meta["extra"]["mean"] / ["std"] (per channel, 0..1)
+```
+"""
