@@ -12,10 +12,11 @@ import torch
 
 from search.config import Config, load_config
 from search.pipeline import Search, prepare_workspace
-from search.prepare import Workspace, validate
+from search.prepare import Prepared, validate
+from search.resident import Resident
 from search.rundir import RunDir
 from search.tracking import Tracker
-from search.tune_runner import init_ray, resident_evaluator
+from search.tune_runner import init_ray
 
 
 def digits_config(population: int, generations: int, steps: int, workers: int,
@@ -29,21 +30,20 @@ def digits_config(population: int, generations: int, steps: int, workers: int,
                                   "final.top_k=0"])
 
 
-def workspace(cfg: Config) -> Workspace:
+def workspace(cfg: Config) -> Prepared:
     init_ray(None, 2)
     return prepare_workspace(validate(cfg), on_ray=True)
 
 
-def run_stack(cfg: Config, ws: Workspace) -> tuple[float, list[list[float]], list[float]]:
+def run_stack(cfg: Config, prepared: Prepared) -> tuple[float, list[list[float]], list[float]]:
     """Seconds of `Search.run_search` (Tune trials, ledger, MLflow, checkpoints), the
     genomes it evaluated and when each finished (seconds since the start). Ray is already
-    up and the workspace prepared: both are one-off costs of a search."""
-    ws.config = cfg
+    up and the base model and ScoreTable prepared: both are one-off costs of a search."""
     with tempfile.TemporaryDirectory() as tmp:
         run = RunDir.create(Path(tmp) / "runs", cfg.name, cfg.to_dict())
         tracker = Tracker(f"sqlite:///{tmp}/mlflow.db", "bench")
         tracker.start(cfg.name, cfg.flat(), run.config_path.read_text())
-        search = Search(cfg, run, ws, tracker)
+        search = Search(cfg, run, prepared, tracker)
         done: list[float] = []
         record = search.on_complete
 
@@ -61,14 +61,15 @@ def run_stack(cfg: Config, ws: Workspace) -> tuple[float, list[list[float]], lis
     return seconds, [r["genome"] for r in records], done
 
 
-def run_plain(ws: Workspace, genomes: list[list[float]]) -> tuple[float, list[float]]:
+def run_plain(cfg: Config, prepared: Prepared, genomes: list[list[float]]
+              ) -> tuple[float, list[float]]:
     """The same genomes through one in-process Evaluator (1 thread), built inside the timer
     as a Tune actor builds its own; total seconds and when each candidate finished."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         t0 = time.perf_counter()
-        ev = resident_evaluator(ws)
+        ev = Resident.of(prepared, cfg).evaluator()
         done = []
         for g in genomes:
             ev.evaluate(g)

@@ -31,7 +31,7 @@ def main() -> None:
     stack, plain, ratios, steady = [], [], [], []
     for i in range(args.repeats):
         a, genomes, done_a = run_stack(cfg, ws)
-        b, done_b = run_plain(ws, genomes)
+        b, done_b = run_plain(cfg, ws, genomes)
         stack.append(a)
         plain.append(b)
         ratios.append(a / b)

@@ -13,11 +13,16 @@ import shutil
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from .config import Config, ConfigError, list_presets, load_config, preset_path
+
+if TYPE_CHECKING:  # imported where used: `blendprune --help` stays fast
+    from .prepare import Inputs
+    from .rundir import RunDir
+    from .tracking import Tracker
 
 RUN_DIR_TAG = "blendprune.run_dir"
 
@@ -165,7 +170,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     if args.output_dir:
         cfg = cfg.model_copy(update={"output_dir": args.output_dir})
-    ws = validate(cfg)  # every input check happens before anything is written
+    inputs = validate(cfg)  # every input check happens before anything is written
     if args.dry_run:
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
         return 0
@@ -180,10 +185,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     tracker.start(cfg.name, cfg.flat(), run.config_path.read_text(),
                   tags={RUN_DIR_TAG: str(run.path.resolve())})
     print(f"run folder: {run.path}   MLflow run: {tracker.parent_id}", flush=True)
-    return _execute(cfg, run, ws, tracker, args.address, resume_state=None)
+    return _execute(cfg, run, inputs, tracker, args.address, resume_state=None)
 
 
-def _execute(cfg: Config, run: Any, ws: Any, tracker: Any, address: str | None,
+def _execute(cfg: Config, run: RunDir, inputs: Inputs, tracker: Tracker, address: str | None,
              resume_state: dict[str, Any] | None) -> int:
     from .final_stage import final_stage
     from .pipeline import Search, prepare_workspace
@@ -191,8 +196,8 @@ def _execute(cfg: Config, run: Any, ws: Any, tracker: Any, address: str | None,
 
     try:
         init_ray(address or cfg.ray.address, cfg.ray.num_cpus)
-        prepare_workspace(ws, on_ray=True)
-        search = Search(cfg, run, ws, tracker)
+        prepared = prepare_workspace(inputs, on_ray=True)
+        search = Search(cfg, run, prepared, tracker)
         search.report_clusters()
         rows = search.run_search(resume_state)
         print("\nPareto front (holdout accuracy; FLOPs = MACs):")
@@ -200,7 +205,7 @@ def _execute(cfg: Config, run: Any, ws: Any, tracker: Any, address: str | None,
         if cfg.final.top_k and rows:
             print(f"\nfinal stage: fine-tuning the top {min(cfg.final.top_k, len(rows))} for "
                   f"{cfg.final.epochs} epochs", flush=True)
-            final_stage(cfg, ws, run, tracker, rows)
+            final_stage(cfg, prepared, run, tracker, rows)
     except BaseException:
         tracker.finish("KILLED" if sys.exc_info()[0] is KeyboardInterrupt else "FAILED")
         raise
@@ -224,7 +229,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         cfg = Config.model_validate(run.config())
     except Exception as exc:
         raise UsageError(f"run: {run.config_path} is not a valid config ({exc})") from None
-    ws = validate(cfg)
+    inputs = validate(cfg)
     check_tracking(uri)
     tracker = Tracker(uri, state.get("experiment", cfg.tracking.experiment))
     if parent:
@@ -235,7 +240,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     done = len(run.records())
     print(f"resuming {run.path}: {done}/{cfg.search.budget} candidates finished; "
           f"MLflow run {tracker.parent_id}", flush=True)
-    return _execute(cfg, run, ws, tracker, args.address,
+    return _execute(cfg, run, inputs, tracker, args.address,
                     resume_state=state if state.get("strategy") else None)
 
 
@@ -245,9 +250,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     if cfg.model.checkpoint is not None:
         raise UsageError("model.checkpoint: train builds a base model; unset the checkpoint")
-    ws = validate(cfg)
-    path = ensure_base_model(ws)
-    acc = ws.test_accuracy(ws.model)
+    inputs = validate(cfg)
+    path = ensure_base_model(inputs)
+    acc = inputs.test_accuracy(inputs.model)
     print(f"base model: {path}\ntest accuracy: {acc:.4f}")
     if args.out:
         shutil.copyfile(path, args.out)

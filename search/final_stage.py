@@ -12,16 +12,17 @@ from typing import Any
 from pruning import Plan, apply_plan, save_pruned, train
 
 from .config import Config
-from .prepare import Workspace
+from .prepare import Prepared
 from .rundir import RunDir
 from .tracking import Tracker
 
 __all__ = ["final_stage"]
 
 
-def final_stage(cfg: Config, ws: Workspace, run: RunDir, tracker: Tracker,
+def final_stage(cfg: Config, prepared: Prepared, run: RunDir, tracker: Tracker,
                 rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Fine-tune the top-k of the front longer, report test accuracy, export the models."""
+    ws = prepared.inputs
     if cfg.final.top_k == 0 or not rows:
         return []
     picks = sorted(rows, key=lambda r: -r["accuracy"])[: cfg.final.top_k]
@@ -56,8 +57,7 @@ def final_stage(cfg: Config, ws: Workspace, run: RunDir, tracker: Tracker,
               f"test {test_acc:.4f} after {cfg.final.epochs} epochs  "
               f"FLOPs ratio {row['flops_ratio']:.3f}", flush=True)
         out.append(result)
-    if ws.base_accuracy is not None:
-        tracker.metrics({"base_test_accuracy": ws.test_accuracy(ws.model)})
+    tracker.metrics({"base_test_accuracy": ws.test_accuracy(ws.model)})
     tracker.log_dict({"final": out}, "final/summary.json")
     return out
 

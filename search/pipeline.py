@@ -18,7 +18,8 @@ from pruning import CandidateResult
 from .config import Config
 from .pareto import Objectives, front_hypervolume, front_of, front_rows
 from .plots import plot_correlation, plot_front
-from .prepare import Workspace, compute_table, prepare
+from .prepare import Inputs, Prepared, compute_table, prepare
+from .resident import Resident
 from .rundir import RunDir
 from .strategy import Problem, Strategy, create_strategy, get_strategy
 from .tracking import Tracker
@@ -35,23 +36,22 @@ def _fmt_time(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-def seed_genomes(ws: Workspace) -> list[tuple[str, list[float]]]:
+def seed_genomes(prepared: Prepared, cfg: Config) -> list[tuple[str, list[float]]]:
     """Generation 0's single-criterion genomes, spread from the budget down the FLOPs range.
 
     Three quarters of the population (at least one seed per criterion where it fits); the
     rest stays random for diversity. Without a budget (max_flops_ratio = 1) the seeds start
     at half the base FLOPs, so they are real pruning baselines rather than the unpruned model.
     """
-    assert ws.decoder is not None and ws.layout is not None
-    budget = ws.config.constraints.max_flops_ratio
-    population = ws.config.search.population
+    budget = cfg.constraints.max_flops_ratio
+    population = cfg.search.population
     count = max(1, population - population // 4)
-    return ws.decoder.spread_seeds(budget if budget < 1.0 else 0.5, count)
+    return prepared.decoder.spread_seeds(budget if budget < 1.0 else 0.5, count)
 
 
 class Search:
-    def __init__(self, cfg: Config, run: RunDir, ws: Workspace, tracker: Tracker) -> None:
-        self.cfg, self.run, self.ws, self.tracker = cfg, run, ws, tracker
+    def __init__(self, cfg: Config, run: RunDir, prepared: Prepared, tracker: Tracker) -> None:
+        self.cfg, self.run, self.prepared, self.tracker = cfg, run, prepared, tracker
         self.objectives = Objectives(tuple(cfg.objectives), cfg.constraints.max_flops_ratio)
         self.records: list[dict[str, Any]] = run.records()
         self.start_time = time.time()
@@ -61,14 +61,12 @@ class Search:
 
     # -- set-up ------------------------------------------------------------------------
     def problem(self) -> Problem:
-        assert self.ws.layout is not None
-        lo, hi = self.ws.layout.bounds()
+        lo, hi = self.prepared.layout.bounds()
         s = self.cfg.search
-        named = seed_genomes(self.ws)
+        named = seed_genomes(self.prepared, self.cfg)
         self.seeds = {tuple(g): name for name, g in named}  # labels seeds in plots
         seeds = named if get_strategy(s.algorithm).seeds else []
-        decoder = self.ws.decoder
-        assert decoder is not None
+        decoder = self.prepared.decoder
 
         def plan_key(genome: Any) -> tuple[tuple[int, ...], ...]:
             return tuple(tuple(v) for v in decoder.decode(genome).to_dict().values())
@@ -80,12 +78,11 @@ class Search:
 
     def report_clusters(self) -> None:
         """criteria/correlation.png and criteria/clusters.json, on the run and the parent."""
-        assert self.ws.decoder is not None and self.ws.table is not None
-        blender = self.ws.decoder.blender
+        blender = self.prepared.decoder.blender
         rhos = {g: cl.rho for g, cl in blender.clusterings.items()}
         folder = self.run.path / "criteria"
         png = plot_correlation(list(blender.criteria), rhos, folder / "correlation.png")
-        clusters = {g: {"size": len(self.ws.table.scores[g][blender.criteria[0]]),
+        clusters = {g: {"size": len(self.prepared.table.scores[g][blender.criteria[0]]),
                         "clusters": cl.clusters,
                         "rho": np.round(cl.rho, 4).tolist()}
                     for g, cl in blender.clusterings.items()}
@@ -101,10 +98,10 @@ class Search:
     # -- one finished candidate ----------------------------------------------------------
     def on_complete(self, trial_id: str, genome: list[float], result: dict[str, Any] | None,
                     failure: str = "") -> None:
-        assert self.strategy is not None and self.ws.decoder is not None
+        assert self.strategy is not None
         if result is None:  # the trial crashed (after Tune's retries): a failed candidate
-            plan = self.ws.decoder.decode(genome)
-            cost = self.ws.decoder.cost
+            plan = self.prepared.decoder.decode(genome)
+            cost = self.prepared.decoder.cost
             macs, params = cost.predict(plan)
             result = CandidateResult(0.0, macs, params, macs / cost.base_macs,
                                      params / cost.base_params, plan.to_dict(),
@@ -176,7 +173,8 @@ class Search:
                  f"{self.cfg.search.budget} candidates to go on {self.cfg.search.workers} "
                  f"workers")
             searcher = StrategySearcher(self.strategy, self.on_complete)
-            run_trials(self.ws, searcher, num_samples=remaining,
+            run_trials(Resident.of(self.prepared, self.cfg), searcher, self.cfg.search,
+                       num_samples=remaining,
                        storage=str((self.run.path / "tune").resolve()),
                        name=f"trials-{len(self.records):04d}")
         missing = self.flush()
@@ -210,12 +208,12 @@ class Search:
                          max_flops_ratio=self.cfg.constraints.max_flops_ratio,
                          title=f"{self.cfg.name}: {self.cfg.search.algorithm}, "
                                f"{len(self.records)} candidates",
-                         base_accuracy=self.ws.base_accuracy)
+                         base_accuracy=self.prepared.base_accuracy)
         self.tracker.front(rows, png)
         return rows
 
 
-def prepare_workspace(ws: Workspace, *, on_ray: bool) -> Workspace:
+def prepare_workspace(inputs: Inputs, *, on_ray: bool) -> Prepared:
     """Prepare; the ScoreTable is computed on a Ray task when Ray is up."""
     compute = None
     if on_ray:
@@ -223,7 +221,7 @@ def prepare_workspace(ws: Workspace, *, on_ray: bool) -> Workspace:
 
         remote = ray.remote(num_cpus=1)(compute_table)
 
-        def compute(w: Workspace) -> Any:
-            return ray.get(remote.remote(w))
+        def compute(*args: Any) -> Any:
+            return ray.get(remote.remote(*args))
 
-    return prepare(ws, compute=compute, log=_log)
+    return prepare(inputs, compute=compute, log=_log)

@@ -1,9 +1,10 @@
-"""Everything a search needs before the first candidate: data, base model, ScoreTable.
+"""Everything a search needs before the first candidate, in two frozen phases.
 
-`validate` does the cheap checks that turn bad input into exit 2 before anything is
-written (dataset path, arch, checkpoint, FLOPs budget). `prepare` then loads or trains
-the base model (cached by the content hash of the config that made it) and computes or
-loads the ScoreTable (cached the same way).
+`validate(cfg) -> Inputs` does the cheap checks that turn bad input into exit 2 before
+anything is written (dataset path, arch, checkpoint, FLOPs budget). `prepare(inputs) ->
+Prepared` then loads or trains the base model (cached by the content hash of the config
+that made it; the module in `Inputs.model` is the one trained) and computes or loads the
+ScoreTable (cached the same way), its genome layout and decoder.
 """
 
 from __future__ import annotations
@@ -37,9 +38,9 @@ from pruning import (
     train,
 )
 
-from .config import Config, ConfigError
+from .config import Config, ConfigError, CriteriaConfig
 
-__all__ = ["Workspace", "cache_dir", "prepare", "validate"]
+__all__ = ["Inputs", "Prepared", "cache_dir", "prepare", "validate"]
 
 Log = Callable[[str], None]
 
@@ -52,9 +53,9 @@ def _hash(payload: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-@dataclass
-class Workspace:
-    """The resident state of a search: shared by the driver and (via Ray) every worker."""
+@dataclass(frozen=True)
+class Inputs:
+    """What `validate` checked: the config, the data and its splits, the model, its groups."""
 
     config: Config
     data: ImageData
@@ -64,10 +65,6 @@ class Workspace:
     std: torch.Tensor
     model: nn.Module
     group_map: GroupMap
-    table: ScoreTable | None = None
-    layout: GenomeLayout | None = None
-    decoder: Decoder | None = None
-    base_accuracy: float | None = None
 
     @property
     def example_input(self) -> torch.Tensor:
@@ -83,7 +80,20 @@ class Workspace:
         return evaluate(model, self.loader(self.data.x_test, self.data.y_test))["accuracy"]
 
 
-def validate(cfg: Config) -> Workspace:
+@dataclass(frozen=True)
+class Prepared:
+    """What `prepare` made of the inputs: a trained base model (`inputs.model`, saved at
+    `checkpoint`), its holdout accuracy, its ScoreTable, the genome layout and decoder."""
+
+    inputs: Inputs
+    checkpoint: str
+    base_accuracy: float
+    table: ScoreTable
+    layout: GenomeLayout
+    decoder: Decoder
+
+
+def validate(cfg: Config) -> Inputs:
     """Load data and the (untrained or checkpointed) model; check the budget is reachable.
 
     Raises ConfigError naming the key for every input problem.
@@ -105,22 +115,26 @@ def validate(cfg: Config) -> Workspace:
     except Exception as exc:
         raise ConfigError(f"model.arch: {cfg.model.arch!r} does not run on "
                           f"{cfg.data.dataset} images {tuple(tr[0].shape[1:])}: {exc}") from None
-    ws = Workspace(cfg, data, tr, ho, mean, std, model, group_map)
-    _check_budget(ws)
-    return ws
+    inputs = Inputs(cfg, data, tr, ho, mean, std, model, group_map)
+    _check_budget(inputs)
+    return inputs
 
 
-def _check_budget(ws: Workspace) -> None:
+def _layout(cfg: Config, table: ScoreTable, group_map: GroupMap) -> GenomeLayout:
+    g = cfg.genome
+    return GenomeLayout.build(table, group_map, granularity=g.granularity, encoding=g.encoding,
+                              max_ratio=g.max_ratio, min_channels=g.min_channels,
+                              round_to=g.round_to)
+
+
+def _check_budget(inputs: Inputs) -> None:
     """Reject a FLOPs budget that even the most aggressive genome cannot meet."""
-    cfg = ws.config
-    groups = list(ws.group_map)
+    cfg = inputs.config
+    groups = list(inputs.group_map)
     table = ScoreTable([g.name for g in groups], ["l1"],
                        {g.name: {"l1": torch.arange(g.size).double().numpy()} for g in groups})
-    layout = GenomeLayout.build(table, ws.group_map, granularity=cfg.genome.granularity,
-                                encoding=cfg.genome.encoding, max_ratio=cfg.genome.max_ratio,
-                                min_channels=cfg.genome.min_channels,
-                                round_to=cfg.genome.round_to)
-    decoder = Decoder(table, layout, CostModel(ws.model, ws.group_map, ws.example_input))
+    decoder = Decoder(table, _layout(cfg, table, inputs.group_map),
+                      CostModel(inputs.model, inputs.group_map, inputs.example_input))
     floor = decoder.min_flops_ratio()
     if floor > cfg.constraints.max_flops_ratio:
         raise ConfigError(
@@ -134,15 +148,16 @@ def base_key(cfg: Config) -> dict[str, Any]:
             "data": cfg.data.model_dump(), "training": cfg.base_training.model_dump()}
 
 
-def ensure_base_model(ws: Workspace, log: Log = print) -> str:
-    """Train the base model unless a checkpoint was given; cached by config hash."""
-    cfg = ws.config
+def ensure_base_model(inputs: Inputs, log: Log = print) -> str:
+    """Train `inputs.model` in place unless a checkpoint was given; cached by config hash.
+    Returns the checkpoint's path."""
+    cfg, model = inputs.config, inputs.model
     if cfg.model.checkpoint is not None:
         return cfg.model.checkpoint
     path = cache_dir() / "base" / f"{cfg.model.arch}-{cfg.data.dataset}-{_hash(base_key(cfg))}.pt"
     if path.exists():
         try:
-            load_checkpoint(ws.model, str(path))
+            load_checkpoint(model, str(path))
             log(f"base model: cached {path}")
             return str(path)
         except ValueError:
@@ -151,7 +166,7 @@ def ensure_base_model(ws: Workspace, log: Log = print) -> str:
     log(f"base model: training {cfg.model.arch} on {cfg.data.dataset} for {t.epochs} epochs")
     torch.manual_seed(t.seed)
     start = time.perf_counter()
-    loader = ws.loader(*ws.train, train=True, batch_size=t.batch_size, seed=t.seed)
+    loader = inputs.loader(*inputs.train, train=True, batch_size=t.batch_size, seed=t.seed)
     every = max(1, t.epochs // 5)
 
     def on_epoch(epoch: int, loss: float) -> None:
@@ -159,22 +174,27 @@ def ensure_base_model(ws: Workspace, log: Log = print) -> str:
             log(f"  epoch {epoch}/{t.epochs}  loss {loss:.3f}  "
                 f"{time.perf_counter() - start:.0f}s")
 
-    train(ws.model, loader, epochs=t.epochs, lr=t.lr, on_epoch=on_epoch)
-    ws.model.eval()
+    train(model, loader, epochs=t.epochs, lr=t.lr, on_epoch=on_epoch)
+    model.eval()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    torch.save(ws.model.state_dict(), tmp)
+    torch.save(model.state_dict(), tmp)
     os.replace(tmp, path)
     return str(path)
 
 
-def score_table(ws: Workspace, checkpoint: str, compute: Callable[..., ScoreTable] | None = None,
+ScoreTask = Callable[[nn.Module, tuple[torch.Tensor, torch.Tensor], torch.Tensor,
+                      torch.Tensor, CriteriaConfig], ScoreTable]
+
+
+def score_table(inputs: Inputs, checkpoint: str, compute: ScoreTask | None = None,
                 log: Log = print) -> ScoreTable:
     """Load the cached ScoreTable of this base model and pool, or compute and cache it.
 
-    `compute(ws)` lets the caller run the computation elsewhere (a Ray task).
+    `compute` (same arguments as `compute_table`) lets the caller run the computation
+    elsewhere, a Ray task say; it receives the model and the training split only.
     """
-    cfg = ws.config
+    cfg = inputs.config
     with open(checkpoint, "rb") as f:
         digest = hashlib.sha256(f.read()).hexdigest()[:16]
     key = _hash({"model": digest, "pool": cfg.criteria.pool, "batches": cfg.criteria.batches,
@@ -188,35 +208,36 @@ def score_table(ws: Workspace, checkpoint: str, compute: Callable[..., ScoreTabl
                 return table
         except ValueError as exc:
             log(f"score table: {exc}; recomputing")
-    log(f"score table: {len(cfg.criteria.pool)} criteria x {len(ws.group_map)} groups")
-    table = compute(ws) if compute is not None else compute_table(ws)
+    log(f"score table: {len(cfg.criteria.pool)} criteria x {len(inputs.group_map)} groups")
+    table = (compute or compute_table)(inputs.model, inputs.train, inputs.mean, inputs.std,
+                                       cfg.criteria)
     path.parent.mkdir(parents=True, exist_ok=True)
     table.save(path)
     return table
 
 
-def compute_table(ws: Workspace) -> ScoreTable:
-    cfg = ws.config
-    # The group map was pickled (Ray) or built on this very model: rebuild to be safe.
-    group_map = GroupMap(ws.model, ws.example_input)
-    loader = ws.loader(*ws.train, train=False, batch_size=64, seed=0)
-    batches = loader.batches(cfg.criteria.batches)
-    return compute_scores(ws.model, group_map, cfg.criteria.pool, batches)
+def compute_table(model: nn.Module, train_split: tuple[torch.Tensor, torch.Tensor],
+                  mean: torch.Tensor, std: torch.Tensor, criteria: CriteriaConfig
+                  ) -> ScoreTable:
+    """Every criterion of the pool on every group of `model`, from a few training batches."""
+    x, y = train_split
+    # The group map may have been pickled (Ray): rebuild it on this very model.
+    group_map = GroupMap(model, x[:1].float())
+    loader = TensorLoader(x, y, batch_size=64, mean=mean, std=std, shuffle=False,
+                          drop_last=False, seed=0)
+    return compute_scores(model, group_map, criteria.pool, loader.batches(criteria.batches))
 
 
-def prepare(ws: Workspace, *, compute: Callable[..., ScoreTable] | None = None,
-            log: Log = print) -> Workspace:
-    """Base model, ScoreTable, genome layout and decoder, in place on `ws`."""
-    cfg = ws.config
-    checkpoint = ensure_base_model(ws, log)
-    ws.base_accuracy = evaluate(ws.model, ws.loader(*ws.holdout))["accuracy"]
-    log(f"base model: holdout accuracy {ws.base_accuracy:.4f}")
-    ws.table = score_table(ws, checkpoint, compute, log)
-    g = cfg.genome
-    ws.layout = GenomeLayout.build(ws.table, ws.group_map, granularity=g.granularity,
-                                   encoding=g.encoding, max_ratio=g.max_ratio,
-                                   min_channels=g.min_channels, round_to=g.round_to)
-    ws.decoder = Decoder(ws.table, ws.layout, CostModel(ws.model, ws.group_map,
-                                                        ws.example_input),
-                         cfg.criteria.cluster_threshold)
-    return ws
+def prepare(inputs: Inputs, *, compute: ScoreTask | None = None, log: Log = print
+            ) -> Prepared:
+    """Base model, its holdout accuracy, ScoreTable, genome layout and decoder."""
+    cfg = inputs.config
+    checkpoint = ensure_base_model(inputs, log)
+    base_accuracy = evaluate(inputs.model, inputs.loader(*inputs.holdout))["accuracy"]
+    log(f"base model: holdout accuracy {base_accuracy:.4f}")
+    table = score_table(inputs, checkpoint, compute, log)
+    layout = _layout(cfg, table, inputs.group_map)
+    decoder = Decoder(table, layout, CostModel(inputs.model, inputs.group_map,
+                                               inputs.example_input),
+                      cfg.criteria.cluster_threshold)
+    return Prepared(inputs, checkpoint, base_accuracy, table, layout, decoder)

@@ -3,7 +3,7 @@
 `CandidateTrainable.setup` builds the `Evaluator` (base model, ScoreTable, data on its
 device) once per actor; `reset_config` only swaps the genome, so with
 `reuse_actors=True` a worker pays the setup once per search, not once per candidate.
-The workspace travels through the object store (`tune.with_parameters`), never
+The `Resident` state travels through the object store (`tune.with_parameters`), never
 through trial configs.
 """
 
@@ -20,14 +20,12 @@ import torch
 from ray import tune
 from ray.tune.search import Searcher
 
-from pruning import EvalSettings, Evaluator
-
-from .prepare import Workspace
+from .config import SearchConfig
+from .resident import Resident
 from .strategy import Strategy
 from .worker_death import death_reason
 
-__all__ = ["CandidateTrainable", "StrategySearcher", "TrialErrors", "init_ray",
-           "resident_evaluator", "run_trials"]
+__all__ = ["CandidateTrainable", "StrategySearcher", "TrialErrors", "init_ray", "run_trials"]
 
 
 def init_ray(address: str | None, num_cpus: int | None) -> None:
@@ -59,33 +57,15 @@ def _loopback_only() -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False
 
 
-def eval_settings(ws: Workspace) -> EvalSettings:
-    e, cfg = ws.config.evaluation, ws.config
-    return EvalSettings(bn_batches=e.bn_batches, finetune_steps=e.finetune_steps, lr=e.lr,
-                        batch_size=e.batch_size, keep=cfg.genome.keep, seed=cfg.search.seed,
-                        latency=e.latency, channels_last=e.channels_last)
-
-
-def resident_evaluator(ws: Workspace, device: str = "cpu") -> Evaluator:
-    """The workspace's base model and data moved to `device` once, behind an Evaluator."""
-    assert ws.table is not None and ws.layout is not None, "prepare(ws) first"
-    model = ws.model.to(device).eval()
-    train = (ws.train[0].to(device), ws.train[1].to(device))
-    holdout = (ws.holdout[0].to(device), ws.holdout[1].to(device))
-    return Evaluator(model, ws.group_map, ws.table, ws.layout, train, holdout, mean=ws.mean,
-                     std=ws.std, pad=ws.data.pad, flip=ws.data.flip, settings=eval_settings(ws),
-                     cluster_threshold=ws.config.criteria.cluster_threshold)
-
-
 class CandidateTrainable(tune.Trainable):
     """One Tune trial = one candidate; the actor keeps the Evaluator between trials."""
 
-    def setup(self, config: dict[str, Any], workspace: Workspace | None = None,
+    def setup(self, config: dict[str, Any], resident: Resident | None = None,
               threads: int = 1) -> None:
-        assert workspace is not None
+        assert resident is not None
         torch.set_num_threads(threads)
         device = "cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu"
-        self.evaluator = resident_evaluator(workspace, device)
+        self.evaluator = resident.evaluator(device)
 
     def step(self) -> dict[str, Any]:
         result = self.evaluator.evaluate(self.config["genome"])
@@ -165,13 +145,12 @@ class StrategySearcher(Searcher):
             self.strategy.set_state(json.load(f))
 
 
-def run_trials(ws: Workspace, searcher: StrategySearcher, *, num_samples: int,
-               storage: str, name: str) -> None:
-    """Run `num_samples` candidate trials with `search.workers` concurrent actors."""
-    cfg = ws.config.search
+def run_trials(resident: Resident, searcher: StrategySearcher, cfg: SearchConfig, *,
+               num_samples: int, storage: str, name: str) -> None:
+    """Run `num_samples` candidate trials with `cfg.workers` concurrent actors."""
     resources = {"cpu": 1, "gpu": cfg.gpus_per_trial}
     trainable = tune.with_resources(
-        tune.with_parameters(CandidateTrainable, workspace=ws, threads=1), resources)
+        tune.with_parameters(CandidateTrainable, resident=resident, threads=1), resources)
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=searcher, num_samples=num_samples,
