@@ -30,7 +30,12 @@ __all__ = ["CandidateTrainable", "StrategySearcher", "TrialErrors", "init_ray", 
 
 def init_ray(address: str | None, num_cpus: int | None) -> None:
     """Join `address` (or RAY_ADDRESS, as under `ray job submit`), else start a local Ray
-    bound to 127.0.0.1 with the dashboard off."""
+    bound to 127.0.0.1 with the dashboard off.
+
+    The local Ray is always a new one (`address="local"`): left to itself, `ray.init()`
+    joins whatever cluster the last `ray start` on this machine recorded in
+    /tmp/ray/ray_current_cluster, another user's or another search's included.
+    """
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -40,8 +45,9 @@ def init_ray(address: str | None, num_cpus: int | None) -> None:
                  log_to_driver=False)
     else:
         _loopback_only()
-        ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
-                 logging_level=logging.WARNING, log_to_driver=False)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+                 _node_ip_address="127.0.0.1", logging_level=logging.WARNING,
+                 log_to_driver=False)
 
 
 def _loopback_only() -> None:

@@ -2,9 +2,12 @@
 in what blendprune prints or sends to MLflow."""
 
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -26,6 +29,26 @@ def test_local_ray_listens_on_loopback_only():
     assert {"gcs_server", "raylet"} <= names, sockets  # the scan saw Ray's own servers
     exposed = [s for s in sockets if not LOOPBACK.match(s["address"])]
     assert not exposed, f"listening beyond 127.0.0.1: {exposed}"
+
+
+@pytest.mark.slow
+def test_local_ray_never_joins_a_cluster_recorded_by_ray_start():
+    """`ray start` records its cluster in <tmp>/ray/ray_current_cluster, and a bare
+    `ray.init()` joins it: blendprune's local Ray must start its own instead."""
+    tmp = Path(tempfile.mkdtemp(prefix="rc", dir="/tmp"))  # AF_UNIX paths must stay short
+    try:
+        (tmp / "ray").mkdir()
+        (tmp / "ray" / "ray_current_cluster").write_text("127.0.0.1:1")  # nobody there
+        code = ("import ray; from search.tune_runner import init_ray; init_ray(None, 1); "
+                "print(ray.get_runtime_context().gcs_address)")
+        out = subprocess.run(isolated([sys.executable, "-c", code]), capture_output=True,
+                             text=True, timeout=180, cwd=REPO, env={**os.environ, "TMPDIR":
+                                                                    str(tmp)})
+        assert out.returncode == 0, out.stderr[-2000:]
+        gcs = out.stdout.strip().splitlines()[-1]
+        assert LOOPBACK.match(gcs) and gcs != "127.0.0.1:1", gcs
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_every_checkpoint_read_is_weights_only():
