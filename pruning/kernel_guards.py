@@ -9,27 +9,36 @@ pinned torch.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from types import MethodType
+from typing import cast
 
 import torch
 import torch.nn.functional as F
-from torch.overrides import TorchFunctionMode
+from torch import nn
 
-__all__ = ["UnitStridePointwise", "training_guards"]
-
-_CONV2D: tuple[Callable[..., Any], ...] = (F.conv2d, torch.conv2d)
+__all__ = ["training_guards", "unit_stride_pointwise"]
 
 
-def _pair(value: Any) -> tuple[int, int]:
-    if isinstance(value, int):
-        return value, value
-    return int(value[0]), int(value[-1])
+def _strided_pointwise(module: nn.Module) -> bool:
+    return (isinstance(module, nn.Conv2d) and module.kernel_size == (1, 1)
+            and module.stride != (1, 1) and module.padding_mode == "zeros"
+            and not isinstance(module.padding, str))
 
 
-class UnitStridePointwise(TorchFunctionMode):
-    """Compute every strided 1x1 convolution on CPU as subsample + unit-stride 1x1.
+def _unit_stride_forward(self: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    ph, pw = cast(tuple[int, int], self.padding)  # str padding is never patched
+    if ph or pw:
+        x = F.pad(x, (pw, pw, ph, ph))
+    sh, sw = self.stride
+    return F.conv2d(x[..., ::sh, ::sw], self.weight, self.bias, 1, 0, 1, self.groups)
+
+
+@contextmanager
+def unit_stride_pointwise(model: nn.Module) -> Iterator[None]:
+    """Within the block, every strided 1x1 `Conv2d` of `model` runs as subsample +
+    unit-stride 1x1: the same convolution, without oneDNN's faulty path.
 
     oneDNN (3.12, in torch 2.14.1) backs strided 1x1 convolutions with a "reduce to unit
     stride" copy into a scratch buffer. In backward-weights with a channels-last input, its
@@ -38,35 +47,26 @@ class UnitStridePointwise(TorchFunctionMode):
     input channels remain, it writes past the buffer: heap corruption with one thread,
     hangs or wrong gradients with several (uxlfoundation/oneDNN#6035). A 1x1 kernel reads
     only every stride-th pixel, so taking those pixels first is the same convolution, and
-    oneDNN then needs no scratch copy at all.
+    oneDNN then needs no scratch copy at all. Only those modules' `forward` is replaced
+    (for the block), so every other operation runs at full speed.
     """
-
-    def __torch_function__(self, func: Callable[..., Any], types: Any, args: tuple[Any, ...] = (),
-                           kwargs: dict[str, Any] | None = None) -> Any:
-        kwargs = kwargs or {}
-        if func not in _CONV2D:
-            return func(*args, **kwargs)
-        names = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
-        bound = dict(zip(names, args), **kwargs)
-        x, weight = bound["input"], bound["weight"]
-        stride = _pair(bound.get("stride", 1))
-        padding = bound.get("padding", 0)
-        if (x.device.type != "cpu" or tuple(weight.shape[-2:]) != (1, 1) or stride == (1, 1)
-                or isinstance(padding, str)):
-            return func(*args, **kwargs)
-        ph, pw = _pair(padding)
-        if ph or pw:
-            x = F.pad(x, (pw, pw, ph, ph))
-        sh, sw = stride
-        return func(x[..., ::sh, ::sw], weight, bound.get("bias"), 1, 0, 1,
-                    bound.get("groups", 1))
+    patched = [m for m in model.modules() if _strided_pointwise(m)]
+    for m in patched:
+        m.forward = MethodType(_unit_stride_forward, m)
+    try:
+        yield
+    finally:
+        for m in patched:
+            vars(m).pop("forward", None)
 
 
 @contextmanager
-def training_guards(device: torch.device) -> Iterator[None]:
-    """Every guard that forward/backward passes on `device` need; enter around training."""
-    if device.type != "cpu":
+def training_guards(model: nn.Module) -> Iterator[None]:
+    """Every guard that forward/backward passes of `model` on its device need; enter it
+    around training (anything that calls backward)."""
+    param = next(model.parameters(), None)
+    if param is None or param.device.type != "cpu":
         yield
         return
-    with UnitStridePointwise():
+    with unit_stride_pointwise(model):
         yield

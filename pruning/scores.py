@@ -105,7 +105,7 @@ def compute_scores(model: nn.Module, group_map: GroupMap, pool: Sequence[str | C
                 for c in recorders:
                     stack.enter_context(c.recording(model))
                 if needs_grad:
-                    stack.enter_context(training_guards(next(model.parameters()).device))
+                    stack.enter_context(training_guards(model))
                 for x, y in batches:
                     with torch.set_grad_enabled(needs_grad):
                         out = model(x)

@@ -62,7 +62,7 @@ def _run_steps(model: nn.Module, batches: Batches, total: int,
     model.train()
     opt = _optimizer(model, lr_at(0), momentum, weight_decay)
     loss_sum, seen, step = 0.0, 0, 0
-    with training_guards(device):
+    with training_guards(model):
         for x, y in batches:
             if step == total:
                 break

@@ -1,15 +1,16 @@
 """oneDNN#6035 (strided 1x1 backward-weights writes past its scratch buffer) and the guard
 that keeps blendprune's training off that path."""
 
+import contextlib
 import os
 import subprocess
 import sys
 
 import pytest
 import torch
-import torch.nn.functional as F
+from torch import nn
 
-from pruning.kernel_guards import UnitStridePointwise
+from pruning.kernel_guards import training_guards, unit_stride_pointwise
 
 from ..helpers import REPO
 
@@ -26,7 +27,7 @@ def test_fault_still_reproduces_on_the_pinned_torch(onednn_env):
     runs = [_run(onednn_env) for _ in range(3)]
     assert any(r.returncode != 0 for r in runs), (
         f"oneDNN#6035 no longer reproduces on torch {torch.__version__}: if that holds for "
-        "every pinned torch, UnitStridePointwise can go")
+        "every pinned torch, unit_stride_pointwise can go")
     crashed = next(r for r in runs if r.returncode != 0)
     assert crashed.returncode < 0 or "Fatal Python error" in crashed.stderr, crashed.stderr
 
@@ -45,17 +46,26 @@ def test_guard_avoids_the_fault(onednn_env):
 ])
 def test_guard_computes_the_same_convolution(stride, padding, groups, shape):
     torch.manual_seed(0)
+    conv = nn.Conv2d(shape[-3], 6, 1, stride=stride, padding=padding, groups=groups).double()
     x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(6, shape[-3] // groups, 1, 1, dtype=torch.float64, requires_grad=True)
-    b = torch.randn(6, dtype=torch.float64, requires_grad=True)
-    gy = None
     outs = []
-    for guard in (False, True):
-        with UnitStridePointwise() if guard else torch.enable_grad():
-            y = F.conv2d(x, w, b, stride=stride, padding=padding, groups=groups)
-        gy = torch.randn_like(y) if gy is None else gy
-        grads = torch.autograd.grad(y, (x, w, b), gy)
-        outs.append((y.detach(), *grads))
+    for guarded in (False, True):
+        with unit_stride_pointwise(conv) if guarded else contextlib.nullcontext():
+            y = conv(x)
+        gy = torch.ones_like(y) * torch.arange(y.numel(), dtype=y.dtype).view_as(y).cos()
+        outs.append((y.detach(), *torch.autograd.grad(y, (x, conv.weight, conv.bias), gy)))
     for ref, got in zip(*outs):
         assert ref.shape == got.shape
         torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
+    assert "forward" not in vars(conv)  # the module is itself again after the block
+
+
+def test_guard_patches_only_strided_pointwise_convs_and_only_on_cpu():
+    from pruning import create_model
+
+    model = create_model("resnet20")
+    with unit_stride_pointwise(model):
+        patched = {n for n, m in model.named_modules() if "forward" in vars(m)}
+    assert patched == {"layer2.0.shortcut.0", "layer3.0.shortcut.0"}
+    with training_guards(model.to("meta")):
+        assert not any("forward" in vars(m) for m in model.modules())
