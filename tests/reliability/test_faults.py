@@ -126,18 +126,24 @@ def test_tracking_server_that_never_returns_then_resume_pushes(tmp_path, cache):
         stop(server)
 
 
-def test_out_of_memory_candidates_fail_and_the_search_completes(tmp_path, cache):
-    n = 8
+def _search_on(fault_model, tmp_path, cache, timeout):
+    """8 random candidates of `tests.fault_models:<fault_model>`; (uri, run folder root)."""
     uri = f"sqlite:///{tmp_path / 'store.db'}"
     out = tmp_path / "runs"
     proc = launch(["search", *FAST, *budget(4, 2, 4), "--set", "search.algorithm=random",
-                   "--set", "model.arch=tests.fault_models:memory_hungry_resnet20",
+                   "--set", f"model.arch=tests.fault_models:{fault_model}",
                    "--set", "constraints.max_flops_ratio=1.0",
                    "--tracking-uri", uri, "--output-dir", str(out)], tmp_path, cache)
     try:
-        assert proc.wait(timeout=600) == 0, (tmp_path / "search.log").read_text()[-3000:]
+        assert proc.wait(timeout=timeout) == 0, (tmp_path / "search.log").read_text()[-3000:]
     finally:
         stop(proc)
+    return uri, out
+
+
+def test_out_of_memory_candidates_fail_and_the_search_completes(tmp_path, cache):
+    n = 8
+    uri, _ = _search_on("memory_hungry_resnet20", tmp_path, cache, 600)
     _, _, kids = mlflow_runs(uri)
     assert_exactly_once(kids, n)
     failed = [k for k in kids if k.info.status == "FAILED"]
@@ -148,16 +154,7 @@ def test_out_of_memory_candidates_fail_and_the_search_completes(tmp_path, cache)
 
 def test_native_crash_is_recorded_with_its_signal_and_message(tmp_path, cache):
     n = 8
-    uri = f"sqlite:///{tmp_path / 'store.db'}"
-    out = tmp_path / "runs"
-    proc = launch(["search", *FAST, *budget(4, 2, 4), "--set", "search.algorithm=random",
-                   "--set", "model.arch=tests.fault_models:heap_corrupting_resnet20",
-                   "--set", "constraints.max_flops_ratio=1.0",
-                   "--tracking-uri", uri, "--output-dir", str(out)], tmp_path, cache)
-    try:
-        assert proc.wait(timeout=900) == 0, (tmp_path / "search.log").read_text()[-3000:]
-    finally:
-        stop(proc)
+    uri, out = _search_on("heap_corrupting_resnet20", tmp_path, cache, 900)
     records = ledger(out)
     assert len(records) == n
     failed = [r["result"] for r in records if r["result"]["status"] == "failed"]
@@ -168,4 +165,3 @@ def test_native_crash_is_recorded_with_its_signal_and_message(tmp_path, cache):
     assert_exactly_once(kids, n)
     assert sorted(k.data.params["failure"] for k in kids if k.info.status == "FAILED") == \
         [expected] * len(failed)
-
