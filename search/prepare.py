@@ -82,11 +82,10 @@ class Inputs:
 
 @dataclass(frozen=True)
 class Prepared:
-    """What `prepare` made of the inputs: a trained base model (`inputs.model`, saved at
-    `checkpoint`), its holdout accuracy, its ScoreTable, the genome layout and decoder."""
+    """What `prepare` made of the inputs: a trained base model (`inputs.model`), its
+    holdout accuracy, its ScoreTable, the genome layout and decoder."""
 
     inputs: Inputs
-    checkpoint: str
     base_accuracy: float
     table: ScoreTable
     layout: GenomeLayout
@@ -240,4 +239,4 @@ def prepare(inputs: Inputs, *, compute: ScoreTask | None = None, log: Log = prin
     decoder = Decoder(table, layout, CostModel(inputs.model, inputs.group_map,
                                                inputs.example_input),
                       cfg.criteria.cluster_threshold)
-    return Prepared(inputs, checkpoint, base_accuracy, table, layout, decoder)
+    return Prepared(inputs, base_accuracy, table, layout, decoder)
