@@ -9,16 +9,19 @@ from .candidate import CandidateResult, EvalSettings, Evaluator
 from .cost import CostModel, count_cost, measure_latency
 from .criteria import Criterion, get_criterion, list_criteria, register_criterion
 from .data import (
+    Data,
     ImageData,
     get_dataset,
     holdout_split,
     list_datasets,
     load_dataset,
+    materialize,
     register_dataset,
 )
 from .export import load_pruned, save_pruned
+from .folder import FolderLoader, FolderSplit, ImageFolderData
 from .genome import Decoder, GenomeLayout
-from .loader import TensorLoader
+from .loader import Loader, Split, TensorLoader, TensorSplit
 from .models import create_model, get_model, list_models, load_checkpoint, register_model
 from .plan import Plan, decode_plan, keep_count, ratio_slots
 from .scores import DEFAULT_POOL, ScoreTable, compute_scores
@@ -33,16 +36,23 @@ __all__ = [
     "CostModel",
     "Decoder",
     "Criterion",
+    "Data",
     "DivergedError",
     "EvalSettings",
     "Evaluator",
+    "FolderLoader",
+    "FolderSplit",
     "GenomeLayout",
     "GroupClustering",
     "GroupMap",
     "ImageData",
+    "ImageFolderData",
+    "Loader",
     "Plan",
     "ScoreTable",
+    "Split",
     "TensorLoader",
+    "TensorSplit",
     "adaptive_bn",
     "apply_plan",
     "cluster_group",
@@ -64,6 +74,7 @@ __all__ = [
     "load_checkpoint",
     "load_dataset",
     "load_pruned",
+    "materialize",
     "measure_latency",
     "rank_normalise",
     "ratio_slots",

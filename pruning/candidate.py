@@ -19,7 +19,7 @@ from torch import nn
 
 from .cost import CostModel, measure_latency
 from .genome import Decoder, GenomeLayout
-from .loader import TensorLoader
+from .loader import Split, TensorSplit
 from .plan import Plan
 from .scores import ScoreTable
 from .surgery import GroupMap, apply_plan
@@ -76,6 +76,10 @@ def _out_of_memory(exc: BaseException) -> bool:
         isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc))
 
 
+def _split(s: Split | tuple[torch.Tensor, torch.Tensor]) -> Split:
+    return TensorSplit(*s) if isinstance(s, tuple) else s
+
+
 class Evaluator:
     """Evaluates genomes against one resident base model.
 
@@ -84,15 +88,16 @@ class Evaluator:
         group_map: `GroupMap(base, example_input)`.
         table: the base model's ScoreTable.
         layout: how genomes decode.
-        train: (x, y) uint8 images and labels of the training split (minus the holdout).
-        holdout: (x, y) of the holdout split, used for the fitness.
+        train: the training split (minus the holdout), on the model's device; an (x, y)
+            pair of uint8 images and labels is taken as a TensorSplit.
+        holdout: the holdout split, used for the fitness.
         mean, std: per-channel normalisation.
         pad, flip: augmentation for fine-tune batches.
     """
 
     def __init__(self, base: nn.Module, group_map: GroupMap, table: ScoreTable,
-                 layout: GenomeLayout, train: tuple[torch.Tensor, torch.Tensor],
-                 holdout: tuple[torch.Tensor, torch.Tensor], *, mean: torch.Tensor,
+                 layout: GenomeLayout, train: Split | tuple[torch.Tensor, torch.Tensor],
+                 holdout: Split | tuple[torch.Tensor, torch.Tensor], *, mean: torch.Tensor,
                  std: torch.Tensor, pad: int = 0, flip: bool = False,
                  settings: EvalSettings = EvalSettings(), cluster_threshold: float = 0.1
                  ) -> None:
@@ -102,19 +107,20 @@ class Evaluator:
             raise ValueError(f"genome.keep: must be 'select' or 'fuse', got {settings.keep!r}")
         self.base = base.eval()
         self.group_map, self.table, self.layout, self.settings = group_map, table, layout, settings
+        train, holdout = _split(train), _split(holdout)
         device = next(base.parameters()).device
-        self.example_input = train[0][:1].float().to(device)
+        self.example_input = train.example().to(device)
         self.cost = CostModel(base, group_map, self.example_input)
         self.decoder = Decoder(table, layout, self.cost, cluster_threshold)
         self.blender = self.decoder.blender
         common: dict[str, Any] = {"mean": mean, "std": std, "batch_size": settings.batch_size,
                   "channels_last": settings.channels_last}
-        self.bn_loader = TensorLoader(*train, **common, seed=settings.seed + 1)
-        self.ft_loader = TensorLoader(*train, **common, augment=True, pad=pad, flip=flip,
+        self.bn_loader = train.loader(**common, seed=settings.seed + 1)
+        self.ft_loader = train.loader(**common, augment=True, pad=pad, flip=flip,
                                       seed=settings.seed + 2)
-        self.holdout_loader = TensorLoader(*holdout, mean=mean, std=std, batch_size=512,
-                                           shuffle=False, drop_last=False,
-                                           channels_last=settings.channels_last)
+        self.holdout_loader = holdout.loader(mean=mean, std=std, batch_size=512,
+                                             shuffle=False, drop_last=False,
+                                             channels_last=settings.channels_last)
 
     def decode(self, genome: Sequence[float]) -> Plan:
         return self.decoder.decode(genome)

@@ -1,7 +1,8 @@
-"""Datasets as uint8 tensors: the reader registry, the readers, a stratified holdout split.
+"""Datasets: the reader registry, the readers, a stratified holdout split.
 
-Datasets (digits, MNIST-like, CIFAR, npz, image folders) are read once into uint8 NCHW
-tensors; `pruning.loader.TensorLoader` batches them on the model's device.
+Small datasets (digits, MNIST-like, CIFAR, npz) are read once into uint8 NCHW tensors that
+`TensorLoader` batches on the model's device; image folders are streamed from disk by
+`FolderLoader` (or decoded into memory once, when asked).
 """
 
 from __future__ import annotations
@@ -11,19 +12,23 @@ import os
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import torch
 
+from .folder import FolderSplit, ImageFolderData
+from .loader import Split, TensorSplit
 from .registry import Registry
 
 __all__ = [
+    "Data",
     "ImageData",
     "get_dataset",
     "holdout_split",
     "list_datasets",
     "load_dataset",
+    "materialize",
     "register_dataset",
 ]
 
@@ -58,17 +63,27 @@ class ImageData:
         x = self.x_train.float().div_(255)
         return x.mean((0, 2, 3)), x.std((0, 2, 3)).clamp_min(1e-3)
 
+    def train_split(self) -> TensorSplit:
+        return TensorSplit(self.x_train, self.y_train)
+
+    def test_split(self) -> TensorSplit:
+        return TensorSplit(self.x_test, self.y_test)
+
     def to(self, device: torch.device | str) -> ImageData:
         return replace(self, x_train=self.x_train.to(device), y_train=self.y_train.to(device),
                        x_test=self.x_test.to(device), y_test=self.y_test.to(device))
 
 
-DatasetLoader = Callable[[str | None], ImageData]
+Data = ImageData | ImageFolderData
+"""A dataset in memory (tensors) or streamed from disk (image folders)."""
+
+DatasetLoader = Callable[[str | None], Data]
 DATASETS: Registry[DatasetLoader] = Registry("dataset", "data.dataset")
 
 
 def register_dataset(name: str) -> Callable[[DatasetLoader], DatasetLoader]:
-    """Register `fn(root) -> ImageData` under `name`; `root` is `data.root` (may be None)."""
+    """Register `fn(root) -> ImageData | ImageFolderData` under `name`; `root` is `data.root`
+    (may be None)."""
     return DATASETS.register(name)
 
 
@@ -81,12 +96,23 @@ def get_dataset(name: str) -> DatasetLoader:
     return DATASETS.get(name)
 
 
-def load_dataset(name: str, root: str | None = None) -> ImageData:
-    """Load dataset `name` (from `root` where it needs files); errors name `data.*`."""
+def load_dataset(name: str, root: str | None = None, *, in_memory: bool = False,
+                 image_size: int | None = None, workers: int | None = None) -> Data:
+    """Load dataset `name` (from `root` where it needs files); errors name `data.*`.
+
+    A streamed dataset is read at `image_size` by `workers` processes, or decoded into
+    memory once when `in_memory`; datasets already in memory keep their own size.
+    """
     data = get_dataset(name)(root)
+    if isinstance(data, ImageFolderData):
+        data = data.with_options(image_size, workers)
+        return materialize(data) if in_memory else data
     if not isinstance(data, ImageData):
         raise ValueError(f"data.dataset: {name!r} returned {type(data).__name__}, "
-                         "not an ImageData")
+                         "not an ImageData or ImageFolderData")
+    if image_size is not None and data.image_size != (image_size, image_size):
+        raise ValueError(f"data.image_size: {image_size} applies to streamed datasets only; "
+                         f"{name!r} is {data.image_size[0]}x{data.image_size[1]} in memory")
     return data
 
 
@@ -251,33 +277,30 @@ def _npz(root: str | None) -> ImageData:
 
 
 @register_dataset("imagefolder")
-def _imagefolder(root: str | None) -> ImageData:
-    """`root/{train,test}/<class>/*.jpg`, decoded once into 32x32 tensors.
-
-    Meant for small folders (CIFAR-sized); ImageNet-scale folders need a streaming loader.
-    """
-    from PIL import Image
-
+def _imagefolder(root: str | None) -> ImageFolderData:
+    """`root/train/<class>/*` and `root/test/<class>/*` (or `val/`), streamed from disk."""
     root = _need_root("imagefolder", root)
-    splits = []
-    for split in ("train", "test"):
-        d = os.path.join(root, split)
-        if not os.path.isdir(d):
-            d = os.path.join(root, "val")
-            if split == "train" or not os.path.isdir(d):
-                raise ValueError(f"data.root: {root!r} needs train/ and test/ (or val/) folders")
-        classes = sorted(e for e in os.listdir(d) if os.path.isdir(os.path.join(d, e)))
-        if not classes:
-            raise ValueError(f"data.root: no class folders in {d!r}")
-        xs, ys = [], []
-        for label, cls in enumerate(classes):
-            for f in sorted(os.listdir(os.path.join(d, cls))):
-                with Image.open(os.path.join(d, cls, f)) as im:
-                    xs.append(np.asarray(im.convert("RGB").resize((32, 32))))
-                ys.append(label)
-        splits += [np.stack(xs), np.asarray(ys)]
-    xtr, ytr, xte, yte = splits
-    return _build("imagefolder", xtr, ytr, xte, yte, root, pad=4, flip=True)
+    folders = []
+    for names in (("train",), ("test", "val")):
+        found = [os.path.join(root, n) for n in names if os.path.isdir(os.path.join(root, n))]
+        if not found:
+            raise ValueError(f"data.root: {root!r} needs train/ and test/ (or val/) folders")
+        try:
+            folders.append(FolderSplit.of(found[0]))
+        except (FileNotFoundError, OSError) as exc:  # no class folders, or no images in one
+            raise ValueError(f"data.root: {exc}") from None
+    train, test = folders
+    if train.classes != test.classes:
+        raise ValueError(f"data.root: {test.root!r} and {train.root!r} hold different classes")
+    return ImageFolderData("imagefolder", train, test, num_classes=len(train.classes))
+
+
+def materialize(data: ImageFolderData) -> ImageData:
+    """A streamed dataset decoded once into uint8 tensors at its image size (`data.in_memory`):
+    fast candidates for folders that fit in memory, augmented by pad-and-crop and flips."""
+    tr, te = data.train.materialize(), data.test.materialize()
+    return ImageData(data.name, tr.x, tr.y, te.x, te.y, data.num_classes,
+                     pad=max(1, data.train.image_size // 8), flip=data.flip)
 
 
 def _stratified(y: np.ndarray, fraction: float | int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -300,16 +323,19 @@ def _stratified(y: np.ndarray, fraction: float | int, seed: int) -> tuple[np.nda
     return np.flatnonzero(~mask), np.flatnonzero(mask)
 
 
+@overload
 def holdout_split(data: ImageData, holdout: float | int, seed: int = 0
-                  ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+                  ) -> tuple[TensorSplit, TensorSplit]: ...
+@overload
+def holdout_split(data: ImageFolderData, holdout: float | int, seed: int = 0
+                  ) -> tuple[FolderSplit, FolderSplit]: ...
+def holdout_split(data: Data, holdout: float | int, seed: int = 0) -> tuple[Split, Split]:
     """Split the *training* set into (train, holdout), stratified and seeded.
 
     Candidates are selected on the holdout; the test split stays unseen until the end (AMC).
     """
     if holdout <= 0:
         raise ValueError(f"data.holdout: must be > 0, got {holdout!r}")
-    rest, held = _stratified(data.y_train.cpu().numpy(), holdout, seed)
-    rest_t = torch.from_numpy(rest).to(data.x_train.device)
-    held_t = torch.from_numpy(held).to(data.x_train.device)
-    return ((data.x_train[rest_t], data.y_train[rest_t]),
-            (data.x_train[held_t], data.y_train[held_t]))
+    split = data.train_split()
+    rest, held = _stratified(split.labels.cpu().numpy(), holdout, seed)
+    return split.subset(torch.from_numpy(rest)), split.subset(torch.from_numpy(held))

@@ -1,26 +1,110 @@
-"""Batches from uint8 image tensors, normalised and augmented on their own device.
+"""Loaders: seeded batch streams over a split, and the on-device one over uint8 tensors.
 
-The tensors live on the model's device; normalisation and augmentation (pad-and-crop,
-flip) happen per batch there, as in airbench, with no DataLoader worker processes.
+`Loader` fixes the iteration contract every loader keeps: an epoch is a pure function of
+(seed, epoch), so every candidate sees the same batches in the same order (common random
+numbers). `TensorLoader` batches uint8 tensors that live on the model's device and
+normalises and augments them there (pad-and-crop, flip), as in airbench, with no worker
+processes. `TensorSplit` is the (x, y) pair it batches.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from typing import NamedTuple, Protocol
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["TensorLoader"]
+__all__ = ["Loader", "Split", "TensorLoader", "TensorSplit"]
+
+Batch = tuple[torch.Tensor, torch.Tensor]
 
 
-class TensorLoader:
-    """Batches of normalised float images from uint8 tensors, augmented on their device.
+class Loader(ABC):
+    """Batches of normalised float images and int64 labels on the model's device."""
 
-    Iteration is a pure function of (seed, epoch): the same loader gives every candidate
-    the same batches in the same order (common random numbers). `epoch` advances after
-    each full pass; `batches(n)` streams n batches across epochs from a given start.
-    """
+    epoch: int = 0  # the epoch plain iteration gives next
+
+    @abstractmethod
+    def __len__(self) -> int:
+        """Batches per epoch."""
+
+    @abstractmethod
+    def iter_epoch(self, epoch: int) -> Iterator[Batch]:
+        """The batches of `epoch`, the same on every call."""
+
+    def __iter__(self) -> Iterator[Batch]:
+        yield from self.iter_epoch(self.epoch)
+        self.epoch += 1
+
+    def batches(self, n: int) -> Iterator[Batch]:
+        """Exactly `n` batches, continuing into further epochs as needed (no side effects)."""
+        epoch, done = 0, 0
+        while done < n:
+            for batch in self.iter_epoch(epoch):
+                if done == n:
+                    return
+                yield batch
+                done += 1
+            epoch += 1
+
+
+class Split(Protocol):
+    """Labelled images a loader can batch: tensors in memory or files streamed from disk."""
+
+    @property
+    def labels(self) -> torch.Tensor: ...
+
+    def __len__(self) -> int: ...
+
+    def subset(self, index: torch.Tensor) -> Split: ...
+
+    def to(self, device: torch.device | str) -> Split: ...
+
+    def example(self) -> torch.Tensor:
+        """One unnormalised float image batch (1, C, H, W): the shape the model sees."""
+        ...
+
+    def loader(self, *, batch_size: int, mean: torch.Tensor, std: torch.Tensor,
+               augment: bool = False, pad: int = 0, flip: bool = False, shuffle: bool = True,
+               drop_last: bool = True, seed: int = 0, channels_last: bool = True) -> Loader: ...
+
+
+class TensorSplit(NamedTuple):
+    """uint8 images (N, C, H, W) and int64 labels, on one device."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return self.y
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def subset(self, index: torch.Tensor) -> TensorSplit:
+        index = index.to(self.x.device)
+        return TensorSplit(self.x[index], self.y[index])
+
+    def to(self, device: torch.device | str) -> TensorSplit:
+        return TensorSplit(self.x.to(device), self.y.to(device))
+
+    def example(self) -> torch.Tensor:
+        return self.x[:1].float()
+
+    def loader(self, *, batch_size: int, mean: torch.Tensor, std: torch.Tensor,
+               augment: bool = False, pad: int = 0, flip: bool = False, shuffle: bool = True,
+               drop_last: bool = True, seed: int = 0, channels_last: bool = True
+               ) -> TensorLoader:
+        return TensorLoader(self.x, self.y, batch_size=batch_size, mean=mean, std=std,
+                            augment=augment, pad=pad, flip=flip, shuffle=shuffle,
+                            drop_last=drop_last, seed=seed, channels_last=channels_last)
+
+
+class TensorLoader(Loader):
+    """Batches of normalised float images from uint8 tensors, augmented on their device."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, *, batch_size: int,
                  mean: torch.Tensor, std: torch.Tensor, augment: bool = False, pad: int = 0,
@@ -36,7 +120,6 @@ class TensorLoader:
         self.augment, self.pad, self.flip = augment, pad, flip
         self.shuffle, self.drop_last, self.seed = shuffle, drop_last, seed
         self.channels_last = channels_last
-        self.epoch = 0
 
     def __len__(self) -> int:
         n = len(self.x)
@@ -66,7 +149,7 @@ class TensorLoader:
         x = (x - self.mean) / self.std
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-    def iter_epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def iter_epoch(self, epoch: int) -> Iterator[Batch]:
         g = self._generator(epoch)
         n = len(self.x)
         order = (torch.randperm(n, device=self.x.device, generator=g) if self.shuffle
@@ -74,18 +157,3 @@ class TensorLoader:
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
             yield self._prepare(self.x[idx], g), self.y[idx]
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        yield from self.iter_epoch(self.epoch)
-        self.epoch += 1
-
-    def batches(self, n: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Exactly `n` batches, continuing into further epochs as needed (no side effects)."""
-        epoch, done = 0, 0
-        while done < n:
-            for batch in self.iter_epoch(epoch):
-                if done == n:
-                    return
-                yield batch
-                done += 1
-            epoch += 1

@@ -60,6 +60,12 @@ class DataConfig(_Section):
     holdout: float = Field(0.1, gt=0, description="fraction (<1) or count of training "
                                                   "images held out for candidate selection")
     seed: int = Field(0, description="seed of the holdout split")
+    in_memory: bool = Field(False, description="decode a streamed dataset (imagefolder) "
+                                               "into memory once instead of streaming it")
+    image_size: int | None = Field(None, ge=8, description="side of the crops a streamed "
+                                                           "dataset is read at (224 if null)")
+    workers: int | None = Field(None, ge=0, description="decoding processes of a streamed "
+                                                        "dataset (null: cores - 1, at most 8)")
 
     @field_validator("dataset")
     @classmethod

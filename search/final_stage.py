@@ -32,7 +32,7 @@ def final_stage(cfg: Config, prepared: Prepared, run: RunDir, tracker: Tracker,
         plan = Plan.from_dict(records[row["index"]]["result"]["plan"])
         model = apply_plan(ws.model, ws.group_map, plan, keep=cfg.genome.keep)
         if cfg.final.epochs:
-            loader = ws.loader(*ws.train, train=True, batch_size=cfg.evaluation.batch_size,
+            loader = ws.loader(ws.train, train=True, batch_size=cfg.evaluation.batch_size,
                                seed=cfg.search.seed + rank)
             train(model, loader, epochs=cfg.final.epochs, lr=cfg.final.lr, warmup_epochs=0.0,
                   label_smoothing=0.0)
@@ -41,7 +41,7 @@ def final_stage(cfg: Config, prepared: Prepared, run: RunDir, tracker: Tracker,
         folder.mkdir(parents=True, exist_ok=True)
         save_pruned(model, folder / "model.pt", arch=cfg.model.arch, plan=plan,
                     num_classes=ws.data.num_classes,
-                    input_shape=(1, *ws.train[0].shape[1:]),
+                    input_shape=tuple(ws.example_input.shape),
                     extra={"index": row["index"], "test_accuracy": test_acc,
                            "mean": ws.mean.tolist(), "std": ws.std.tolist()})
         (folder / "README.md").write_text(_LOAD_NOTE.format(rank=rank))

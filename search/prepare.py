@@ -23,12 +23,13 @@ from torch import nn
 
 from pruning import (
     CostModel,
+    Data,
     Decoder,
     GenomeLayout,
     GroupMap,
-    ImageData,
+    Loader,
     ScoreTable,
-    TensorLoader,
+    Split,
     compute_scores,
     create_model,
     evaluate,
@@ -58,9 +59,9 @@ class Inputs:
     """What `validate` checked: the config, the data and its splits, the model, its groups."""
 
     config: Config
-    data: ImageData
-    train: tuple[torch.Tensor, torch.Tensor]
-    holdout: tuple[torch.Tensor, torch.Tensor]
+    data: Data
+    train: Split
+    holdout: Split
     mean: torch.Tensor
     std: torch.Tensor
     model: nn.Module
@@ -68,16 +69,16 @@ class Inputs:
 
     @property
     def example_input(self) -> torch.Tensor:
-        return self.train[0][:1].float()
+        return self.train.example()
 
-    def loader(self, x: torch.Tensor, y: torch.Tensor, *, train: bool = False,
-               batch_size: int = 512, seed: int = 0) -> TensorLoader:
-        return TensorLoader(x, y, batch_size=batch_size, mean=self.mean, std=self.std,
+    def loader(self, split: Split, *, train: bool = False, batch_size: int = 512,
+               seed: int = 0) -> Loader:
+        return split.loader(batch_size=batch_size, mean=self.mean, std=self.std,
                             augment=train, pad=self.data.pad, flip=self.data.flip,
                             shuffle=train, drop_last=train, seed=seed)
 
     def test_accuracy(self, model: nn.Module) -> float:
-        return evaluate(model, self.loader(self.data.x_test, self.data.y_test))["accuracy"]
+        return evaluate(model, self.loader(self.data.test_split()))["accuracy"]
 
 
 @dataclass(frozen=True)
@@ -98,8 +99,10 @@ def validate(cfg: Config) -> Inputs:
     Raises ConfigError naming the key for every input problem.
     """
     try:
-        data = load_dataset(cfg.data.dataset, cfg.data.root)
-        tr, ho = holdout_split(data, cfg.data.holdout, seed=cfg.data.seed)
+        d = cfg.data
+        data = load_dataset(d.dataset, d.root, in_memory=d.in_memory, image_size=d.image_size,
+                            workers=d.workers)
+        tr, ho = holdout_split(data, d.holdout, seed=d.seed)
         model = create_model(cfg.model.arch, data.num_classes, data.in_channels)
         if cfg.model.checkpoint is not None:
             load_checkpoint(model, cfg.model.checkpoint)
@@ -107,13 +110,14 @@ def validate(cfg: Config) -> Inputs:
         raise ConfigError(str(exc)) from None
     mean, std = data.mean_std()
     model.eval()
+    example = tr.example()
     try:
-        group_map = GroupMap(model, tr[0][:1].float())
+        group_map = GroupMap(model, example)
         with torch.no_grad():
-            model(tr[0][:2].float())
+            model(example.expand(2, -1, -1, -1))
     except Exception as exc:
         raise ConfigError(f"model.arch: {cfg.model.arch!r} does not run on "
-                          f"{cfg.data.dataset} images {tuple(tr[0].shape[1:])}: {exc}") from None
+                          f"{cfg.data.dataset} images {tuple(example.shape[1:])}: {exc}") from None
     inputs = Inputs(cfg, data, tr, ho, mean, std, model, group_map)
     _check_budget(inputs)
     return inputs
@@ -165,7 +169,7 @@ def ensure_base_model(inputs: Inputs, log: Log = print) -> str:
     log(f"base model: training {cfg.model.arch} on {cfg.data.dataset} for {t.epochs} epochs")
     torch.manual_seed(t.seed)
     start = time.perf_counter()
-    loader = inputs.loader(*inputs.train, train=True, batch_size=t.batch_size, seed=t.seed)
+    loader = inputs.loader(inputs.train, train=True, batch_size=t.batch_size, seed=t.seed)
     every = max(1, t.epochs // 5)
 
     def on_epoch(epoch: int, loss: float) -> None:
@@ -182,8 +186,8 @@ def ensure_base_model(inputs: Inputs, log: Log = print) -> str:
     return str(path)
 
 
-ScoreTask = Callable[[nn.Module, tuple[torch.Tensor, torch.Tensor], torch.Tensor,
-                      torch.Tensor, CriteriaConfig], ScoreTable]
+ScoreTask = Callable[[nn.Module, Split, torch.Tensor, torch.Tensor, CriteriaConfig],
+                     ScoreTable]
 
 
 def score_table(inputs: Inputs, checkpoint: str, compute: ScoreTask | None = None,
@@ -215,15 +219,13 @@ def score_table(inputs: Inputs, checkpoint: str, compute: ScoreTask | None = Non
     return table
 
 
-def compute_table(model: nn.Module, train_split: tuple[torch.Tensor, torch.Tensor],
-                  mean: torch.Tensor, std: torch.Tensor, criteria: CriteriaConfig
-                  ) -> ScoreTable:
+def compute_table(model: nn.Module, train_split: Split, mean: torch.Tensor,
+                  std: torch.Tensor, criteria: CriteriaConfig) -> ScoreTable:
     """Every criterion of the pool on every group of `model`, from a few training batches."""
-    x, y = train_split
     # The group map may have been pickled (Ray): rebuild it on this very model.
-    group_map = GroupMap(model, x[:1].float())
-    loader = TensorLoader(x, y, batch_size=64, mean=mean, std=std, shuffle=False,
-                          drop_last=False, seed=0)
+    group_map = GroupMap(model, train_split.example())
+    loader = train_split.loader(batch_size=64, mean=mean, std=std, shuffle=False,
+                                drop_last=False, seed=0)
     return compute_scores(model, group_map, criteria.pool, loader.batches(criteria.batches))
 
 
@@ -232,7 +234,7 @@ def prepare(inputs: Inputs, *, compute: ScoreTask | None = None, log: Log = prin
     """Base model, its holdout accuracy, ScoreTable, genome layout and decoder."""
     cfg = inputs.config
     checkpoint = ensure_base_model(inputs, log)
-    base_accuracy = evaluate(inputs.model, inputs.loader(*inputs.holdout))["accuracy"]
+    base_accuracy = evaluate(inputs.model, inputs.loader(inputs.holdout))["accuracy"]
     log(f"base model: holdout accuracy {base_accuracy:.4f}")
     table = score_table(inputs, checkpoint, compute, log)
     layout = _layout(cfg, table, inputs.group_map)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pruning import EvalSettings, Evaluator, GenomeLayout, GroupMap, ScoreTable
+from pruning import EvalSettings, Evaluator, GenomeLayout, GroupMap, ScoreTable, Split
 
 from .config import Config
 from .prepare import Prepared
@@ -34,8 +34,8 @@ class Resident:
     group_map: GroupMap
     table: ScoreTable
     layout: GenomeLayout
-    train: tuple[torch.Tensor, torch.Tensor]
-    holdout: tuple[torch.Tensor, torch.Tensor]
+    train: Split
+    holdout: Split
     mean: torch.Tensor
     std: torch.Tensor
     pad: int
@@ -54,9 +54,7 @@ class Resident:
 
     def evaluator(self, device: str = "cpu") -> Evaluator:
         """The base model and data moved to `device` once, behind an Evaluator."""
-        train = (self.train[0].to(device), self.train[1].to(device))
-        holdout = (self.holdout[0].to(device), self.holdout[1].to(device))
         return Evaluator(self.model.to(device).eval(), self.group_map, self.table,
-                         self.layout, train, holdout, mean=self.mean, std=self.std,
-                         pad=self.pad, flip=self.flip, settings=self.settings,
-                         cluster_threshold=self.cluster_threshold)
+                         self.layout, self.train.to(device), self.holdout.to(device),
+                         mean=self.mean, std=self.std, pad=self.pad, flip=self.flip,
+                         settings=self.settings, cluster_threshold=self.cluster_threshold)

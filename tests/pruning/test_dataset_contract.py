@@ -6,11 +6,11 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from pruning import ImageData, get_dataset, list_datasets, load_dataset
+from pruning import ImageData, ImageFolderData, get_dataset, list_datasets, load_dataset
 
 from .test_data import write_fake_cifar10, write_idx
+from .test_folder import write_folder
 
 RNG = np.random.default_rng(0)
 
@@ -47,14 +47,8 @@ def _npz(tmp):
 
 
 def _imagefolder(tmp):
-    for split, n in (("train", 3), ("test", 1)):
-        for cls in ("cat", "dog"):
-            (tmp / split / cls).mkdir(parents=True)
-            for i in range(n):
-                size = (40, 30) if i % 2 else (24, 24)  # two sizes, as real folders have
-                Image.fromarray(RNG.integers(0, 256, (*size, 3), dtype=np.uint8)).save(
-                    tmp / split / cls / f"{i}.jpg")
-    return str(tmp), (3, 32, 32), 6, 2
+    write_folder(tmp, per_class=(3, 1), classes=("cat", "dog"))
+    return str(tmp), (3, 224, 224), 6, 2  # streamed at the ImageNet crop size
 
 
 FAKES = {"cifar10": _cifar10, "cifar100": _cifar100, "digits": lambda tmp: (
@@ -69,14 +63,19 @@ def test_every_registered_dataset_has_a_fake_here():
 @pytest.mark.parametrize("name", list_datasets())
 def test_reader_loads_its_format(name, tmp_path):
     root, shape, n_train, n_test = FAKES[name](tmp_path)
-    d = load_dataset(name, root)
-    assert isinstance(d, ImageData) and d.name == name
-    assert d.x_train.dtype == d.x_test.dtype == torch.uint8
-    assert d.y_train.dtype == d.y_test.dtype == torch.int64
-    assert tuple(d.x_train.shape) == (n_train, *shape)
-    assert tuple(d.x_test.shape) == (n_test, *shape)
-    assert len(d.y_train) == n_train and len(d.y_test) == n_test
-    assert 0 <= int(d.y_train.min()) and int(d.y_train.max()) < d.num_classes
+    d = load_dataset(name, root, workers=0)
+    assert isinstance(d, ImageData | ImageFolderData) and d.name == name
+    train, test = d.train_split(), d.test_split()
+    assert (len(train), len(test)) == (n_train, n_test)
+    assert train.labels.dtype == test.labels.dtype == torch.int64
+    assert 0 <= int(train.labels.min()) and int(train.labels.max()) < d.num_classes
+    assert tuple(train.example().shape) == (1, *shape) == (1, d.in_channels, *d.image_size)
+    mean, std = d.mean_std()
+    x, y = next(iter(test.loader(batch_size=2, mean=mean, std=std, shuffle=False)))
+    assert tuple(x.shape) == (2, *shape) and x.dtype == torch.float32 and len(y) == 2
+    if isinstance(d, ImageData):  # in memory: uint8 tensors
+        assert d.x_train.dtype == d.x_test.dtype == torch.uint8
+        assert tuple(d.x_test.shape) == (n_test, *shape)
 
 
 def tiny_blobs(root=None):

@@ -151,3 +151,26 @@ def test_resume_after_driver_sigkill(env):
     for i, genome in done_before.items():  # not re-evaluated: same genome, same result
         assert records[i]["genome"] == genome
     check_front(client, parents[0], children)
+
+
+def test_search_streams_an_image_folder(env, capsys):
+    """A JPEG folder of two image sizes, streamed by DataLoader workers at a 32-pixel crop."""
+    from ..pruning.test_folder import write_folder
+
+    root = write_folder(env / "jpegs", per_class=(20, 6))
+    uri = f"sqlite:///{env / 'folder'}.db"
+    assert main(["search", *FAST, "--set", "search.algorithm=random",
+                 "--set", "data.dataset=imagefolder", "--set", f"data.root={root}",
+                 "--set", "data.image_size=32", "--set", "data.workers=1",
+                 "--set", "data.holdout=9", "--set", "base_training.epochs=4",
+                 "--tracking-uri", uri, "--output-dir", str(env / "runs-folder")]) == 0
+    assert "Pareto front" in capsys.readouterr().out
+    client, parents, children = mlflow_runs(uri)
+    assert len(children) == BUDGET
+    assert sum(c.info.status == "FINISHED" for c in children) == BUDGET
+    final = client.download_artifacts(parents[0].info.run_id, "final/0")
+    from pruning import load_pruned
+
+    model, meta = load_pruned(Path(final) / "model.pt")
+    assert meta["input_shape"] == [1, 3, 32, 32]
+    assert model(__import__("torch").zeros(2, 3, 32, 32)).shape == (2, 3)
