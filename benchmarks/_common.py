@@ -14,10 +14,20 @@ from typing import Any
 
 import torch
 
+from pruning import EvalSettings
+from search.config import load_config
+from search.resident import eval_settings
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_ROOT = REPO.parent / "shared" / "data"
 RESULTS = REPO / "benchmarks" / "results"
 CACHE = Path(os.environ.get("BLENDPRUNE_CACHE", Path.home() / ".cache" / "blendprune"))
+
+
+def candidate_settings(seed: int = 0, **evaluation: object) -> EvalSettings:
+    """The candidates' EvalSettings for `evaluation.*` overrides, mapped as a search maps them."""
+    overrides = [f"evaluation.{k}={v}" for k, v in evaluation.items()]
+    return eval_settings(load_config(None, [*overrides, f"search.seed={seed}"]))
 
 
 def machine() -> dict[str, Any]:

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks._common import DEFAULT_DATA_ROOT, cifar10_npz, write_result
+from benchmarks._common import DEFAULT_DATA_ROOT, candidate_settings, cifar10_npz, write_result
 from pruning import (
     DEFAULT_POOL,
     EvalSettings,
@@ -152,8 +152,8 @@ def main() -> None:
     data, source = load_cifar(args.data_root)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     data = data.to(device)
-    settings = EvalSettings(bn_batches=args.bn_batches, finetune_steps=args.finetune_steps,
-                            batch_size=128)
+    settings = candidate_settings(bn_batches=args.bn_batches, finetune_steps=args.finetune_steps,
+                                  lr=0.01, batch_size=128)
     results = []
     for arch in args.archs:
         print(f"{arch} on {source} ({device})")

@@ -26,10 +26,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks._common import CACHE, DEFAULT_DATA_ROOT, RESULTS, cifar10_npz, write_result
+from benchmarks._common import (
+    CACHE,
+    DEFAULT_DATA_ROOT,
+    RESULTS,
+    candidate_settings,
+    cifar10_npz,
+    write_result,
+)
 from pruning import (
     DEFAULT_POOL,
-    EvalSettings,
     Evaluator,
     GenomeLayout,
     GroupMap,
@@ -99,8 +105,8 @@ class Bench:
         self.evaluator = self.make_evaluator(seed=0)
 
     def make_evaluator(self, seed: int) -> Evaluator:
-        s = EvalSettings(bn_batches=self.args.bn_batches, finetune_steps=self.args.steps,
-                         lr=0.02, batch_size=128, seed=seed)
+        s = candidate_settings(seed, bn_batches=self.args.bn_batches,
+                               finetune_steps=self.args.steps, lr=0.02, batch_size=128)
         return Evaluator(self.model, self.gm, self.table, self.layout, self.tr, self.ho,
                          mean=self.mean, std=self.std, pad=self.data.pad, flip=self.data.flip,
                          settings=s)

@@ -76,7 +76,7 @@ def vs_naive(d: dict[str, Any]) -> list[tuple[str, str, str]]:
     m = d["median"]
     return [(f"vs_naive, ResNet-20 ({d['data']})",
              f"{m['speedup']:.2f}× faster per candidate ({m['ours_seconds']:.2f} s vs "
-             f"{m['naive_seconds']:.2f} s, equal MACs)", f"{_met(d)} (≥ 3×)")]
+             f"{m['naive_seconds']:.2f} s, equal FLOPs)", f"{_met(d)} (≥ 3×)")]
 
 
 def pareto_quality(d: dict[str, Any]) -> list[tuple[str, str, str]]:

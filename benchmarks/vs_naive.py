@@ -6,7 +6,7 @@ transforms and a DataLoader, prune with torch-pruning's MetaPruner (L1, uniform 
 re-estimate BN, fine-tune, evaluate the holdout through a DataLoader.
 Ours: `Evaluator.evaluate` with the base model, ScoreTable and data resident, batched
 on-device augmentation, L1 one-hot alpha at the same uniform ratio.
-Equal work: the same BN batches, fine-tune steps, batch size and holdout; MACs of both
+Equal work: the same BN batches, fine-tune steps, batch size and holdout; FLOPs of both
 pruned models are recorded. Both at 1 compute thread, DataLoader without worker
 processes (one core per trial, as in a search); methods alternate. Goal: >= 3x.
 
@@ -28,7 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from benchmarks._common import CACHE, DEFAULT_DATA_ROOT, write_result
+from benchmarks._common import CACHE, DEFAULT_DATA_ROOT, candidate_settings, write_result
 from benchmarks.candidate_cost import load_cifar
 from pruning import (
     EvalSettings,
@@ -94,8 +94,8 @@ def naive_trial(ckpt: Path, arch: str, num_classes: int, tr, ho, mean, std, rati
     with torch.no_grad():
         for x, y in DataLoader(ImageDataset(*ho, v2.Compose(norm)), batch_size=512):
             correct += int((model(x).argmax(1) == y).sum())
-    macs, _ = count_cost(model, example)
-    return correct / len(ho[1]), macs
+    flops, _ = count_cost(model, example)
+    return correct / len(ho[1]), flops
 
 
 def main() -> None:
@@ -111,8 +111,8 @@ def main() -> None:
     data, source = load_cifar(args.data_root)
     tr, ho = holdout_split(data, args.holdout, seed=0)
     mean, std = data.mean_std()
-    s = EvalSettings(bn_batches=args.bn_batches, finetune_steps=args.steps, lr=0.02,
-                     batch_size=128)
+    s = candidate_settings(bn_batches=args.bn_batches, finetune_steps=args.steps, lr=0.02,
+                           batch_size=128)
     model = create_model("resnet20", data.num_classes, 3)
     trained = CACHE / "bench" / "resnet20-cifar10-e10.pt"
     if trained.exists() and source.startswith("cifar10"):
@@ -129,7 +129,7 @@ def main() -> None:
         ev = Evaluator(model, gm, table, layout, tr, ho, mean=mean, std=std, pad=data.pad,
                        flip=data.flip, settings=s)
         samples: dict[str, list[float]] = {"ours": [], "naive": []}
-        macs: dict[str, dict[str, int]] = {}
+        flops: dict[str, dict[str, int]] = {}
         accuracy: dict[str, dict[str, float]] = {}
         for rep in range(args.repeats):
             for ratio in args.ratios:
@@ -137,19 +137,19 @@ def main() -> None:
                 res = ev.evaluate(layout.make([1.0, 0.0], ratio))
                 samples["ours"].append(time.perf_counter() - t0)
                 t0 = time.perf_counter()
-                acc, naive_macs = naive_trial(ckpt, "resnet20", data.num_classes, tr, ho, mean,
+                acc, naive_flops = naive_trial(ckpt, "resnet20", data.num_classes, tr, ho, mean,
                                               std, ratio, s)
                 samples["naive"].append(time.perf_counter() - t0)
-                macs[str(ratio)] = {"ours": res.macs, "naive": naive_macs}
+                flops[str(ratio)] = {"ours": res.flops, "naive": naive_flops}
                 accuracy[str(ratio)] = {"ours": res.accuracy, "naive": acc}
                 print(f"repeat {rep} ratio {ratio}: ours {samples['ours'][-1]:.2f}s  naive "
-                      f"{samples['naive'][-1]:.2f}s  (MACs {res.macs / 1e6:.1f}M vs "
-                      f"{naive_macs / 1e6:.1f}M)", flush=True)
+                      f"{samples['naive'][-1]:.2f}s  (FLOPs {res.flops / 1e6:.1f}M vs "
+                      f"{naive_flops / 1e6:.1f}M)", flush=True)
     ratios = [n / o for o, n in zip(samples["ours"], samples["naive"])]
     med = statistics.median(ratios)
     write_result("vs_naive", {
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "data": source, "seconds": samples, "speedups": ratios, "macs": macs,
+        "data": source, "seconds": samples, "speedups": ratios, "flops": flops,
         "holdout_accuracy": accuracy,
         "median": {"ours_seconds": statistics.median(samples["ours"]),
                    "naive_seconds": statistics.median(samples["naive"]), "speedup": med,

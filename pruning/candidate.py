@@ -46,7 +46,7 @@ class CandidateResult:
     """What one evaluation produced; `status` is "ok" or "failed" (with `reason`)."""
 
     accuracy: float
-    macs: int
+    flops: int
     params: int
     flops_ratio: float
     params_ratio: float
@@ -137,8 +137,8 @@ class Evaluator:
         with _timed(t, "decode"):
             plan = genome_or_plan if isinstance(genome_or_plan, Plan) \
                 else self.decode(genome_or_plan)
-        macs, params = self.cost.predict(plan)
-        result = CandidateResult(0.0, macs, params, macs / self.cost.base_macs,
+        flops, params = self.cost.predict(plan)
+        result = CandidateResult(0.0, flops, params, flops / self.cost.base_flops,
                                  params / self.cost.base_params, plan.to_dict(), t)
         try:
             with _timed(t, "surgery"):

@@ -1,8 +1,9 @@
-"""MACs, parameters and latency; and predicting a plan's MACs without building it.
+"""FLOPs, parameters and latency; and predicting a plan's FLOPs without building it.
 
-MACs follow the convention of the pruning literature (HRank, DCFF, ABCPruner): the
-multiply-accumulates of convolutions and linear layers, as torch-pruning's op counter
+FLOPs follow the convention of the pruning literature (HRank, DCFF, ABCPruner): they are
+the multiply-accumulates of convolutions and linear layers, as torch-pruning's op counter
 counts them per layer (BN, ReLU and pooling excluded). Parameters are all parameters.
+Everywhere, `flops` is that count and `flops_ratio` the count over the base model's.
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ __all__ = ["CostModel", "count_cost", "measure_latency"]
 
 
 def count_cost(model: nn.Module, example_input: torch.Tensor) -> tuple[int, int]:
-    """(MACs of conv+linear layers for one sample, parameter count)."""
+    """(FLOPs (multiply-accumulates) of conv+linear layers for one sample, parameter count)."""
     x = example_input[:1]
-    _, _, layer_macs, _ = tp.utils.count_ops_and_params(model, x, layer_wise=True)
-    macs = sum(int(v or 0) for m, v in layer_macs.items() if isinstance(m, (nn.Conv2d, nn.Linear)))
-    return macs, sum(p.numel() for p in model.parameters())
+    _, _, layer_flops, _ = tp.utils.count_ops_and_params(model, x, layer_wise=True)
+    flops = sum(int(v or 0) for m, v in layer_flops.items()
+                if isinstance(m, (nn.Conv2d, nn.Linear)))
+    return flops, sum(p.numel() for p in model.parameters())
 
 
 @dataclass(frozen=True)
@@ -36,13 +38,13 @@ class _Layer:
     kind: str  # conv | depthwise | linear | norm
     in_dim: int
     out_dim: int
-    per_pair: int  # MACs per (input channel, output channel) pair, per sample
+    per_pair: int  # FLOPs per (input channel, output channel) pair, per sample
     weight_per_pair: int
     bias: bool
 
 
 class CostModel:
-    """Predicts MACs and parameters of `apply_plan(base, plan)` from the plan alone.
+    """Predicts FLOPs and parameters of `apply_plan(base, plan)` from the plan alone.
 
     Channel pruning leaves spatial sizes alone, so each layer's cost is a product of
     its kept input and output widths; the widths come from the same recorded ops the
@@ -51,7 +53,7 @@ class CostModel:
 
     def __init__(self, model: nn.Module, group_map: GroupMap, example_input: torch.Tensor) -> None:
         self.group_map = group_map
-        self.base_macs, self.base_params = count_cost(model, example_input)
+        self.base_flops, self.base_params = count_cost(model, example_input)
         spatial: dict[str, int] = {}
         names = {m: n for n, m in model.named_modules()}
         hooks = [m.register_forward_hook(
@@ -93,9 +95,9 @@ class CostModel:
         return {key: len(idxs) for key, (_, idxs) in self.group_map.removals(plan).items()}
 
     def predict(self, plan: Plan) -> tuple[int, int]:
-        """(MACs, params) that `count_cost` will report for the pruned model."""
+        """(FLOPs, params) that `count_cost` will report for the pruned model."""
         removed = self.widths(plan)
-        macs, params = 0, self._other_params
+        flops, params = 0, self._other_params
         for layer in self._layers:
             out = layer.out_dim - removed.get((layer.name, True), 0)
             if layer.kind in ("depthwise", "norm"):
@@ -105,10 +107,10 @@ class CostModel:
             if layer.kind == "norm":
                 params += 2 * out
                 continue
-            macs += layer.per_pair * inp * out + (out * layer.per_pair // layer.weight_per_pair
+            flops += layer.per_pair * inp * out + (out * layer.per_pair // layer.weight_per_pair
                                                   if layer.bias else 0)
             params += layer.weight_per_pair * inp * out + (out if layer.bias else 0)
-        return macs, params
+        return flops, params
 
 
 def measure_latency(model: nn.Module, example_input: torch.Tensor, *, warmup: int = 5,

@@ -97,8 +97,8 @@ class Decoder:
                            round_to=self.layout.round_to)
 
     def flops_ratio(self, genome: Sequence[float]) -> float:
-        """Predicted MACs of the genome's plan over the base model's."""
-        return self.cost.predict(self.decode(genome))[0] / self.cost.base_macs
+        """Predicted FLOPs of the genome's plan over the base model's."""
+        return self.cost.predict(self.decode(genome))[0] / self.cost.base_flops
 
     def min_flops_ratio(self) -> float:
         """The smallest FLOPs ratio any genome reaches (every slot at its upper bound)."""

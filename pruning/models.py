@@ -2,7 +2,7 @@
 
 The CIFAR ResNets use 1x1-conv shortcuts (option B) rather than zero padding so that
 every residual add is visible to torch-pruning's dependency graph; the extra 1x1 convs
-cost ~0.3% of ResNet-56's MACs.
+cost ~0.3% of ResNet-56's FLOPs.
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ _VGG_CFG = {
 
 
 class CifarVGG(nn.Module):
-    """VGG with BatchNorm in the CIFAR layout of HRank/DCFF (313.7M MACs, 15.0M params)."""
+    """VGG with BatchNorm in the CIFAR layout of HRank/DCFF (313.7M FLOPs, 15.0M params)."""
 
     def __init__(self, depth: int, num_classes: int = 10, in_channels: int = 3) -> None:
         super().__init__()

@@ -200,7 +200,7 @@ def _execute(cfg: Config, run: RunDir, inputs: Inputs, tracker: Tracker, address
         search = Search(cfg, run, prepared, tracker)
         search.report_clusters()
         rows = search.run_search(resume_state)
-        print("\nPareto front (holdout accuracy; FLOPs = MACs):")
+        print("\nPareto front (holdout accuracy; FLOPs count multiply-accumulates):")
         print(format_front(rows))
         if cfg.final.top_k and rows:
             print(f"\nfinal stage: fine-tuning the top {min(cfg.final.top_k, len(rows))} for "

@@ -116,7 +116,7 @@ class GenomeConfig(_Section):
 class ConstraintsConfig(_Section):
     max_flops_ratio: float = Field(1.0, gt=0, le=1,
                                    description="feasible candidates keep at most this "
-                                               "fraction of the base model's MACs")
+                                               "fraction of the base model's FLOPs")
 
 
 class EvaluationConfig(_Section):

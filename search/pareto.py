@@ -119,7 +119,7 @@ def front_rows(records: Sequence[dict[str, Any]], front: Sequence[int]) -> list[
         r = records[i]
         res = r["result"]
         rows.append({"index": r["index"], "run_id": r.get("run_id"),
-                     "accuracy": res["accuracy"], "flops": res["macs"],
+                     "accuracy": res["accuracy"], "flops": res["flops"],
                      "params": res["params"], "flops_ratio": res["flops_ratio"],
                      "params_ratio": res["params_ratio"], "latency": res.get("latency"),
                      "seed": r.get("seed"), "genome": r["genome"]})

@@ -102,8 +102,8 @@ class Search:
         if result is None:  # the trial crashed (after Tune's retries): a failed candidate
             plan = self.prepared.decoder.decode(genome)
             cost = self.prepared.decoder.cost
-            macs, params = cost.predict(plan)
-            result = CandidateResult(0.0, macs, params, macs / cost.base_macs,
+            flops, params = cost.predict(plan)
+            result = CandidateResult(0.0, flops, params, flops / cost.base_flops,
                                      params / cost.base_params, plan.to_dict(),
                                      status="failed",
                                      reason=failure or "trial crashed").to_dict()

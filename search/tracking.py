@@ -117,7 +117,7 @@ class Tracker:
             res = record["result"]
             now = int(time.time() * 1000)
             metrics = [Metric(k, float(res[src]), now, 0) for k, src in (
-                ("accuracy", "accuracy"), ("flops", "macs"), ("params", "params"),
+                ("accuracy", "accuracy"), ("flops", "flops"), ("params", "params"),
                 ("flops_ratio", "flops_ratio"), ("params_ratio", "params_ratio"))]
             metrics.append(Metric("eval_seconds", float(res["timings"].get("total", 0.0)),
                                   now, 0))

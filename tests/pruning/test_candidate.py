@@ -45,7 +45,7 @@ def test_candidate_is_scored_with_common_random_numbers(evaluator, digits_base):
     assert 0.1 < a.flops_ratio < 0.5 and a.params_ratio < 0.5
     pruned = evaluator.prune(genome)
     x = digits_base["train"][0][:1].float()
-    assert count_cost(pruned, x) == (a.macs, a.params)
+    assert count_cost(pruned, x) == (a.flops, a.params)
     assert {"decode", "surgery", "adaptive_bn", "finetune", "evaluate"} <= set(a.timings)
 
 

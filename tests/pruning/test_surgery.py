@@ -42,11 +42,11 @@ def test_pruned_model_runs_is_smaller_and_matches_prediction(arch):
     pruned = apply_plan(model, gm, plan)
     out = pruned(x)
     assert out.shape == (1, 10)
-    macs, params = count_cost(pruned, x)
-    base_macs, base_params = count_cost(model, x)
-    assert macs < 0.8 * base_macs and params < base_params
-    assert CostModel(model, gm, x).predict(plan) == (macs, params)
-    assert count_cost(model, x) == (base_macs, base_params)  # base untouched
+    flops, params = count_cost(pruned, x)
+    base_flops, base_params = count_cost(model, x)
+    assert flops < 0.8 * base_flops and params < base_params
+    assert CostModel(model, gm, x).predict(plan) == (flops, params)
+    assert count_cost(model, x) == (base_flops, base_params)  # base untouched
 
 
 def test_kept_weights_equal_originals_and_residual_widths_match():
