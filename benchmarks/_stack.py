@@ -13,10 +13,10 @@ import torch
 from search.config import Config, load_config
 from search.pipeline import Search, prepare_workspace
 from search.prepare import Prepared, validate
+from search.ray_session import init_ray
 from search.resident import Resident
 from search.rundir import RunDir
 from search.tracking import Tracker
-from search.tune_runner import init_ray
 
 
 def digits_config(population: int, generations: int, steps: int, workers: int,

@@ -5,7 +5,7 @@ search (Ray, MLflow, DEAP, Optuna live in `search/`).
 """
 
 from .blending import Blender, GroupClustering, cluster_group, rank_normalise
-from .candidate import CandidateResult, EvalSettings, Evaluator
+from .candidate import CandidateResult, EvalSettings, Evaluator, Fidelity
 from .cost import CostModel, count_cost, measure_latency
 from .criteria import Criterion, get_criterion, list_criteria, register_criterion
 from .data import (
@@ -40,6 +40,7 @@ __all__ = [
     "DivergedError",
     "EvalSettings",
     "Evaluator",
+    "Fidelity",
     "FolderLoader",
     "FolderSplit",
     "GenomeLayout",

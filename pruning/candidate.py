@@ -25,7 +25,7 @@ from .scores import ScoreTable
 from .surgery import GroupMap, apply_plan
 from .train import DivergedError, adaptive_bn, evaluate, finetune, memory_format
 
-__all__ = ["CandidateResult", "EvalSettings", "Evaluator"]
+__all__ = ["CandidateResult", "EvalSettings", "Evaluator", "Fidelity"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,16 @@ class EvalSettings:
     seed: int = 0
     latency: bool = False
     channels_last: bool = True
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """How much one evaluation spends: the settings' brief fine-tune (None), adaptive BN
+    alone (`finetune_steps=0`) or N steps; `seed` draws another fine-tune batch order
+    (for repeated or longer rungs of successive halving)."""
+
+    finetune_steps: int | None = None
+    seed: int | None = None
 
 
 @dataclass
@@ -114,10 +124,11 @@ class Evaluator:
         self.decoder = Decoder(table, layout, self.cost, cluster_threshold)
         self.blender = self.decoder.blender
         common: dict[str, Any] = {"mean": mean, "std": std, "batch_size": settings.batch_size,
-                  "channels_last": settings.channels_last}
+                                  "channels_last": settings.channels_last}
         self.bn_loader = train.loader(**common, seed=settings.seed + 1)
-        self.ft_loader = train.loader(**common, augment=True, pad=pad, flip=flip,
-                                      seed=settings.seed + 2)
+        self._ft = {**common, "augment": True, "pad": pad, "flip": flip}
+        self.train = train
+        self.ft_loader = train.loader(**self._ft, seed=settings.seed + 2)
         self.holdout_loader = holdout.loader(mean=mean, std=std, batch_size=512,
                                              shuffle=False, drop_last=False,
                                              channels_last=settings.channels_last)
@@ -128,10 +139,15 @@ class Evaluator:
     def flops_ratio(self, genome: Sequence[float]) -> float:
         return self.decoder.flops_ratio(genome)
 
-    def evaluate(self, genome_or_plan: Sequence[float] | Plan) -> CandidateResult:
-        """Score one genome (or plan). A diverging fine-tune, an impossible plan or running
-        out of memory is a failed result with its reason, so the search goes on."""
+    def evaluate(self, genome_or_plan: Sequence[float] | Plan,
+                 fidelity: Fidelity = Fidelity()) -> CandidateResult:
+        """Score one genome (or plan) at `fidelity`. A diverging fine-tune, an impossible
+        plan or running out of memory is a failed result with its reason, so the search
+        goes on."""
         s = self.settings
+        steps = s.finetune_steps if fidelity.finetune_steps is None else fidelity.finetune_steps
+        ft_loader = self.ft_loader if fidelity.seed is None else \
+            self.train.loader(**self._ft, seed=fidelity.seed + 2)
         t: dict[str, float] = {}
         start = time.perf_counter()
         with _timed(t, "decode"):
@@ -147,12 +163,12 @@ class Evaluator:
                 model.to(memory_format=memory_format(s.channels_last))
             with _timed(t, "adaptive_bn"):
                 adaptive_bn(model, self.bn_loader.batches(s.bn_batches))
-            if s.finetune_steps:
+            if steps:
                 with _timed(t, "bn_evaluate"):
                     result.bn_accuracy = evaluate(model, self.holdout_loader)["accuracy"]
                 with _timed(t, "finetune"):
-                    finetune(model, self.ft_loader.batches(s.finetune_steps),
-                             s.finetune_steps, lr=s.lr, channels_last=s.channels_last)
+                    finetune(model, ft_loader.batches(steps), steps, lr=s.lr,
+                             channels_last=s.channels_last)
             with _timed(t, "evaluate"):
                 result.accuracy = evaluate(model, self.holdout_loader)["accuracy"]
             if s.latency:

@@ -192,7 +192,7 @@ def _execute(cfg: Config, run: RunDir, inputs: Inputs, tracker: Tracker, address
              resume_state: dict[str, Any] | None) -> int:
     from .final_stage import final_stage
     from .pipeline import Search, prepare_workspace
-    from .tune_runner import init_ray
+    from .ray_session import init_ray
 
     try:
         init_ray(address or cfg.ray.address, cfg.ray.num_cpus)

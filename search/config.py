@@ -135,8 +135,13 @@ class SearchConfig(_Section):
     population: int = Field(16, ge=4, description="candidates per generation")
     generations: int = Field(4, ge=1, description="budget = population x generations")
     seed: int = Field(0, description="seed of the strategy")
-    workers: int = Field(2, ge=1, description="candidates evaluated at once (Ray trials)")
-    gpus_per_trial: float = Field(0, ge=0, description="GPU share per trial; 0.25 packs 4")
+    workers: int = Field(2, ge=1, description="candidates evaluated at once (Ray actors)")
+    gpus_per_trial: float = Field(0, ge=0, le=1, description="GPU share per worker; 0.25 "
+                                                             "packs 4 on a GPU")
+    executor: Literal["actors", "tune"] = Field(
+        "actors", description="resident Ray actors fed by the driver, or Ray Tune trials")
+    max_restarts: int = Field(2, ge=0, description="restarts of a worker that dies (native "
+                                                   "crash, CUDA error, lost node)")
     crossover_eta: float = Field(15.0, gt=0, description="SBX crossover distribution index")
     mutation_eta: float = Field(20.0, gt=0, description="polynomial mutation index")
     crossover_prob: float = Field(0.9, ge=0, le=1, description="crossover probability")

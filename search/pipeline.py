@@ -54,6 +54,7 @@ class Search:
         self.cfg, self.run, self.prepared, self.tracker = cfg, run, prepared, tracker
         self.objectives = Objectives(tuple(cfg.objectives), cfg.constraints.max_flops_ratio)
         self.records: list[dict[str, Any]] = run.records()
+        self.finished_trials = {r["trial_id"] for r in self.records}
         self.start_time = time.time()
         self.seeds: dict[tuple[float, ...], str] = {}
         self.strategy: Strategy | None = None
@@ -99,6 +100,9 @@ class Search:
     def on_complete(self, trial_id: str, genome: list[float], result: dict[str, Any] | None,
                     failure: str = "") -> None:
         assert self.strategy is not None
+        if trial_id in self.finished_trials:  # reported twice (Ray retried after a result)
+            return
+        self.finished_trials.add(trial_id)
         if result is None:  # the trial crashed (after Tune's retries): a failed candidate
             plan = self.prepared.decoder.decode(genome)
             cost = self.prepared.decoder.cost
@@ -161,28 +165,41 @@ class Search:
 
     # -- the whole search ------------------------------------------------------------------
     def run_search(self, resume_state: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        from .tune_runner import StrategySearcher, run_trials
-
         self._completed_at_start = len(self.records)
         self.strategy = create_strategy(self.cfg.search.algorithm, self.problem())
         if resume_state:
             self.restore_strategy(resume_state)
         remaining = self.cfg.search.budget - len(self.records)
         if remaining > 0:
-            _log(f"search: {self.cfg.search.algorithm}, {remaining} of "
-                 f"{self.cfg.search.budget} candidates to go on {self.cfg.search.workers} "
-                 f"workers")
-            searcher = StrategySearcher(self.strategy, self.on_complete)
-            run_trials(Resident.of(self.prepared, self.cfg), searcher, self.cfg.search,
-                       num_samples=remaining,
-                       storage=str((self.run.path / "tune").resolve()),
-                       name=f"trials-{len(self.records):04d}")
+            s = self.cfg.search
+            _log(f"search: {s.algorithm}, {remaining} of {s.budget} candidates to go on "
+                 f"{s.workers} workers ({s.executor})")
+            self.execute(remaining)
         missing = self.flush()
         if missing:
             _log(f"warning: {missing} candidates are not in MLflow yet (server unreachable); "
                  f"they are safe in {self.run.path}; `blendprune resume {self.run.path}` "
                  "sends them once the server is back")
         return self.write_front()
+
+    def execute(self, remaining: int) -> None:
+        """Evaluate `remaining` candidates on the configured executor."""
+        assert self.strategy is not None
+        resident = Resident.of(self.prepared, self.cfg)
+        if self.cfg.search.executor == "tune":
+            from .tune_runner import StrategySearcher, run_trials
+
+            run_trials(resident, StrategySearcher(self.strategy, self.on_complete),
+                       self.cfg.search, num_samples=remaining,
+                       storage=str((self.run.path / "tune").resolve()),
+                       name=f"trials-{len(self.records):04d}")
+        else:
+            from .actor_pool import run_actors
+
+            stats = run_actors(resident, self.strategy, self.on_complete, self.cfg.search,
+                               num_samples=remaining, log=_log)
+            _log(f"workers: {stats.actors_started} started, {stats.restarts} restarted, "
+                 f"{stats.requeued} candidates requeued")
 
     def restore_strategy(self, state: dict[str, Any]) -> None:
         """Strategy state from the checkpoint, plus any candidate the ledger has that the

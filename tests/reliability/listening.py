@@ -7,7 +7,7 @@ import socket
 import struct
 from pathlib import Path
 
-from search.tune_runner import init_ray
+from search.ray_session import init_ray
 
 
 def _address(hex_addr: str) -> str:

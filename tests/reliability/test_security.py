@@ -39,7 +39,7 @@ def test_local_ray_never_joins_a_cluster_recorded_by_ray_start():
     try:
         (tmp / "ray").mkdir()
         (tmp / "ray" / "ray_current_cluster").write_text("127.0.0.1:1")  # nobody there
-        code = ("import ray; from search.tune_runner import init_ray; init_ray(None, 1); "
+        code = ("import ray; from search.ray_session import init_ray; init_ray(None, 1); "
                 "print(ray.get_runtime_context().gcs_address)")
         out = subprocess.run(isolated([sys.executable, "-c", code]), capture_output=True,
                              text=True, timeout=180, cwd=REPO, env={**os.environ, "TMPDIR":

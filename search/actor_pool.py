@@ -1,0 +1,235 @@
+"""Candidates on a driver-owned pool of resident evaluator actors (Ray core).
+
+Each of the W actors builds its `Evaluator` once, from the `Resident` state in the object
+store (base model, ScoreTable, train and holdout data, evaluation settings), and keeps
+it on its device for the whole search. The driver hands every idle actor the strategy's
+next genome and collects results with `ray.wait`; when the strategy has nothing to hand
+out (a generation barrier) actors stay idle, their model still resident.
+
+An actor that dies mid-candidate (a native crash, a CUDA error, a lost node) is restarted
+by Ray (at most `max_restarts` times; the restarted actor rebuilds its state) or replaced,
+and its genome is requeued: two attempts, then the candidate is recorded failed with the
+reason. Every candidate is reported exactly once, keyed by its trial id.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+import torch
+from ray.exceptions import RayActorError, RayTaskError
+
+from pruning import Fidelity
+
+from .config import SearchConfig
+from .resident import Resident
+from .strategy import Strategy
+from .worker_death import death_reason
+
+__all__ = ["ATTEMPTS", "EvaluatorActor", "PoolStats", "Request", "run_actors"]
+
+ATTEMPTS = 2  # tries of one genome on a dying actor before it is recorded failed
+
+OnComplete = Callable[[str, list[float], dict[str, Any] | None, str], None]
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Request:
+    """One candidate to evaluate: its trial id, genome, fidelity and attempt number."""
+
+    trial_id: str
+    genome: list[float]
+    fidelity: Fidelity = Fidelity()
+    attempt: int = 1
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A request that came back: its result, or None and why (`retry`: its actor died)."""
+
+    request: Request
+    result: dict[str, Any] | None
+    reason: str = ""
+    retry: bool = False
+
+
+class EvaluatorActor:
+    """Holds one resident Evaluator; `evaluate` runs one request on it."""
+
+    def __init__(self, resident: Resident, threads: int = 1, gpu_share: float = 0.0) -> None:
+        start = time.perf_counter()
+        torch.set_num_threads(threads)
+        gpus = ray.get_gpu_ids()
+        self.device = "cuda" if gpus and torch.cuda.is_available() else "cpu"
+        if self.device == "cuda" and 0 < gpu_share < 1:
+            # A candidate that overruns its share fails alone (OOM), not its neighbours.
+            torch.cuda.set_per_process_memory_fraction(gpu_share)
+        self.evaluator = resident.evaluator(self.device)
+        self.info = {"pid": os.getpid(), "device": self.device, "gpu_ids": list(gpus),
+                     "node": ray.get_runtime_context().get_node_id(),
+                     "setup_seconds": time.perf_counter() - start}
+
+    def ready(self) -> dict[str, Any]:
+        return self.info
+
+    def evaluate(self, request: Request) -> dict[str, Any]:
+        try:
+            result = self.evaluator.evaluate(request.genome, request.fidelity)
+        except RuntimeError as exc:
+            if self.device == "cuda" and "CUDA" in str(exc):
+                # The CUDA context is now unusable: die, so Ray restarts a clean actor.
+                print(f"CUDA error, restarting the actor: {exc}", flush=True)
+                os._exit(1)
+            raise
+        return result.to_dict()
+
+
+@dataclass
+class PoolStats:
+    """What the pool did: actors started (restarts counted apart), candidates, requeues."""
+
+    actors_started: int = 0
+    restarts: int = 0
+    replaced: int = 0
+    requeued: int = 0
+    completed: int = 0
+    setup_seconds: list[float] = field(default_factory=list)
+    dispatch_seconds: list[float] = field(default_factory=list)
+
+
+class _Pool:
+    """W actors, each idle, busy with one request, or being probed after a death."""
+
+    def __init__(self, resident_ref: ray.ObjectRef, cfg: SearchConfig, log: Log) -> None:
+        self.cfg, self.log, self.resident_ref = cfg, log, resident_ref
+        self.remote = ray.remote(EvaluatorActor).options(
+            num_cpus=1, num_gpus=cfg.gpus_per_trial, max_restarts=cfg.max_restarts,
+            max_task_retries=0)
+        self.stats = PoolStats()
+        self.idle: list[Any] = []
+        self.busy: dict[ray.ObjectRef, tuple[Any, Request, float]] = {}
+        self.probes: dict[ray.ObjectRef, Any] = {}
+        self.replacements = cfg.workers * (cfg.max_restarts + 1)
+        self.died: set[Any] = set()  # actors probed after a death: restarted if they answer
+        for _ in range(cfg.workers):
+            self._start()
+
+    def _start(self) -> None:
+        actor: Any = self.remote.remote(self.resident_ref, 1, self.cfg.gpus_per_trial)
+        self.stats.actors_started += 1
+        self.probes[actor.ready.remote()] = actor
+
+    @property
+    def alive(self) -> int:
+        return len(self.idle) + len(self.busy) + len(self.probes)
+
+    def submit(self, request: Request) -> None:
+        actor = self.idle.pop()
+        self.busy[actor.evaluate.remote(request)] = (actor, request, time.perf_counter())
+
+    def wait(self) -> list[Finished]:
+        """Block until something finishes; returns the requests that did."""
+        ready, _ = ray.wait([*self.busy, *self.probes], num_returns=1)
+        done: list[Finished] = []
+        for ref in ready:
+            if ref in self.probes:
+                self._probed(ref)
+                continue
+            actor, request, sent = self.busy.pop(ref)
+            try:
+                result = ray.get(ref)
+            except RayActorError as exc:  # died mid-candidate: probe it, requeue the genome
+                self.probes[actor.ready.remote()] = actor
+                self.died.add(actor)
+                done.append(Finished(request, None, death_reason(str(exc)), retry=True))
+                continue
+            except RayTaskError as exc:  # a bug in evaluation, not a bad candidate
+                self.idle.append(actor)
+                done.append(Finished(request, None, death_reason(str(exc)), retry=False))
+                continue
+            self.stats.dispatch_seconds.append(
+                time.perf_counter() - sent - result["timings"]["total"])
+            self.idle.append(actor)
+            done.append(Finished(request, result))
+        return done
+
+    def _probed(self, ref: ray.ObjectRef) -> None:
+        actor = self.probes.pop(ref)
+        died = actor in self.died
+        self.died.discard(actor)
+        try:
+            info = ray.get(ref)
+        except RayActorError as exc:  # dead for good: replace it while the budget lasts
+            ray.kill(actor, no_restart=True)
+            if self.replacements == 0:
+                raise RuntimeError(f"search.workers: evaluator actors keep dying, the last "
+                                   f"with {death_reason(str(exc))}") from None
+            self.replacements -= 1
+            self.stats.replaced += 1
+            self.log(f"  worker lost ({death_reason(str(exc))}); starting a replacement")
+            self._start()
+            return
+        if died:
+            self.stats.restarts += 1
+            self.log(f"  worker restarted (pid {info['pid']}, {info['device']}, "
+                     f"{info['setup_seconds']:.1f} s to rebuild)")
+        self.stats.setup_seconds.append(info["setup_seconds"])
+        self.idle.append(actor)
+
+    def shutdown(self) -> None:
+        for actor in {*self.idle, *(a for a, _, _ in self.busy.values()), *self.probes.values()}:
+            ray.kill(actor, no_restart=True)
+
+
+def run_actors(resident: Resident, strategy: Strategy, on_complete: OnComplete,
+               cfg: SearchConfig, *, num_samples: int, fidelity: Fidelity = Fidelity(),
+               log: Log = print) -> PoolStats:
+    """Evaluate `num_samples` candidates the strategy proposes on `cfg.workers` actors.
+
+    `on_complete(trial_id, genome, result, reason)` gets every candidate once, in the
+    order they finish; a candidate whose actor died `ATTEMPTS` times gets None and why.
+    """
+    pool = _Pool(ray.put(resident), cfg, log)
+    retry: deque[Request] = deque()
+    reported: set[str] = set()
+    try:
+        while len(reported) < num_samples:
+            while pool.idle and len(reported) + len(pool.busy) < num_samples:
+                if retry:
+                    request = retry.popleft()
+                else:
+                    trial_id = uuid.uuid4().hex[:10]
+                    genome = strategy.suggest(trial_id)
+                    if genome is None:
+                        break
+                    request = Request(trial_id, list(genome), fidelity)
+                pool.submit(request)
+            if not pool.busy and not pool.probes:
+                if strategy.finished and not strategy.pending and not retry:
+                    break
+                raise RuntimeError("the search strategy proposed nothing while no candidate "
+                                   "was running")
+            for f in pool.wait():
+                request = f.request
+                if request.trial_id in reported:
+                    continue
+                if f.retry and request.attempt < ATTEMPTS:
+                    pool.stats.requeued += 1
+                    log(f"  requeued a candidate after its worker died ({f.reason})")
+                    retry.append(Request(request.trial_id, request.genome, request.fidelity,
+                                         request.attempt + 1))
+                    continue
+                reported.add(request.trial_id)
+                pool.stats.completed += 1
+                on_complete(request.trial_id, request.genome, f.result, f.reason)
+    finally:
+        pool.shutdown()
+    return pool.stats
