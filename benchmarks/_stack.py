@@ -1,5 +1,5 @@
-"""The full search stack (Ray Tune + strategy + MLflow + run folder) and the plain loop it
-is compared with, on the same genomes. Shared by `overhead` and `scaling`."""
+"""The full search stack (Ray actors or Tune + strategy + MLflow + run folder) and the
+plain loop it is compared with, on the same genomes. Shared by `overhead` and `scaling`."""
 
 from __future__ import annotations
 
@@ -20,14 +20,14 @@ from search.tracking import Tracker
 
 
 def digits_config(population: int, generations: int, steps: int, workers: int,
-                  algorithm: str = "deap-nsga2") -> Config:
-    """The embedded digits preset with a chosen budget, candidate cost, worker count and
-    algorithm."""
+                  algorithm: str = "deap-nsga2", executor: str = "actors") -> Config:
+    """The embedded digits preset with a chosen budget, candidate cost, worker count,
+    algorithm and executor."""
     return load_config("digits", [f"search.population={population}",
                                   f"search.generations={generations}",
                                   f"evaluation.finetune_steps={steps}",
                                   f"search.workers={workers}", f"search.algorithm={algorithm}",
-                                  "final.top_k=0"])
+                                  f"search.executor={executor}", "final.top_k=0"])
 
 
 def workspace(cfg: Config) -> Prepared:
@@ -35,8 +35,9 @@ def workspace(cfg: Config) -> Prepared:
     return prepare_workspace(validate(cfg), on_ray=True)
 
 
-def run_stack(cfg: Config, prepared: Prepared) -> tuple[float, list[list[float]], list[float]]:
-    """Seconds of `Search.run_search` (Tune trials, ledger, MLflow, checkpoints), the
+def run_stack(cfg: Config, prepared: Prepared, stats: dict[str, Any] | None = None
+              ) -> tuple[float, list[list[float]], list[float]]:
+    """Seconds of `Search.run_search` (the executor, ledger, MLflow, checkpoints), the
     genomes it evaluated and when each finished (seconds since the start). Ray is already
     up and the base model and ScoreTable prepared: both are one-off costs of a search."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -55,6 +56,8 @@ def run_stack(cfg: Config, prepared: Prepared) -> tuple[float, list[list[float]]
         t0 = time.perf_counter()
         search.run_search()
         seconds = time.perf_counter() - t0
+        if stats is not None and search.pool_stats is not None:
+            stats.update(vars(search.pool_stats))
         tracker.finish()
         records = run.records()
     assert len(records) == cfg.search.budget, len(records)
@@ -64,7 +67,7 @@ def run_stack(cfg: Config, prepared: Prepared) -> tuple[float, list[list[float]]
 def run_plain(cfg: Config, prepared: Prepared, genomes: list[list[float]]
               ) -> tuple[float, list[float]]:
     """The same genomes through one in-process Evaluator (1 thread), built inside the timer
-    as a Tune actor builds its own; total seconds and when each candidate finished."""
+    as a worker builds its own; total seconds and when each candidate finished."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

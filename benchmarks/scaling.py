@@ -2,7 +2,9 @@
 
 Both on this machine's 2 cores, 1 compute thread per worker, the same search (same
 seed); repeats alternate 1 and 2 workers. Run for the generational NSGA-II (a barrier
-at every generation) and the steady-state one (none). Goal: >= 1.8x with 2 workers.
+at every generation) and the steady-state one (none), on the resident actor pool (the
+default executor) and on Ray Tune trials. Goal: >= 1.8x with 2 workers on actors, for
+both algorithms, with exactly W actor processes started.
 
     python -m benchmarks.scaling --repeats 3
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+from typing import Any
 
 from benchmarks._common import write_result
 from benchmarks._stack import digits_config, run_stack, workspace
@@ -19,36 +22,49 @@ from benchmarks._stack import digits_config, run_stack, workspace
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--algorithms", nargs="+", default=["deap-nsga2", "deap-steady"])
+    p.add_argument("--executors", nargs="+", default=["actors", "tune"])
     p.add_argument("--population", type=int, default=8)
     p.add_argument("--generations", type=int, default=3)
     p.add_argument("--steps", type=int, default=120, help="fine-tune steps (~2 s candidates)")
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
     ws = None
-    out = {}
-    for algo in args.algorithms:
-        configs = {w: digits_config(args.population, args.generations, args.steps, w, algo)
-                   for w in (1, 2)}
-        ws = ws or workspace(configs[1])
-        rates: dict[int, list[float]] = {1: [], 2: []}
-        speedups = []
-        for i in range(args.repeats):
-            seconds = {}
-            for w, cfg in configs.items():
-                seconds[w], _, _ = run_stack(cfg, ws)
-                rates[w].append(60 * cfg.search.budget / seconds[w])
-            speedups.append(seconds[1] / seconds[2])
-            print(f"{algo} repeat {i}: 1 worker {seconds[1]:.1f}s  2 workers "
-                  f"{seconds[2]:.1f}s  speed-up {speedups[-1]:.2f}x", flush=True)
-        out[algo] = {"candidates_per_minute": {str(w): r for w, r in rates.items()},
-                     "speedups": speedups,
-                     "median": {"candidates_per_minute_1": statistics.median(rates[1]),
-                                "candidates_per_minute_2": statistics.median(rates[2]),
-                                "speedup": statistics.median(speedups)}}
-    best = max(v["median"]["speedup"] for v in out.values())
+    out: dict[str, dict[str, Any]] = {}
+    for executor in args.executors:
+        for algo in args.algorithms:
+            configs = {w: digits_config(args.population, args.generations, args.steps, w,
+                                        algo, executor) for w in (1, 2)}
+            ws = ws or workspace(configs[1])
+            rates: dict[int, list[float]] = {1: [], 2: []}
+            started: dict[int, list[int]] = {1: [], 2: []}
+            speedups = []
+            for i in range(args.repeats):
+                seconds = {}
+                for w, cfg in configs.items():
+                    stats: dict[str, Any] = {}
+                    seconds[w], _, _ = run_stack(cfg, ws, stats)
+                    rates[w].append(60 * cfg.search.budget / seconds[w])
+                    if stats:
+                        started[w].append(stats["actors_started"])
+                speedups.append(seconds[1] / seconds[2])
+                print(f"{executor} {algo} repeat {i}: 1 worker {seconds[1]:.1f}s  2 workers "
+                      f"{seconds[2]:.1f}s  speed-up {speedups[-1]:.2f}x", flush=True)
+            out.setdefault(executor, {})[algo] = {
+                "candidates_per_minute": {str(w): r for w, r in rates.items()},
+                "speedups": speedups,
+                "actors_started": {str(w): s for w, s in started.items() if s},
+                "median": {"candidates_per_minute_1": statistics.median(rates[1]),
+                           "candidates_per_minute_2": statistics.median(rates[2]),
+                           "speedup": statistics.median(speedups)}}
+    actors = out.get("actors", {})
+    met = bool(actors) and all(
+        v["median"]["speedup"] >= 1.8 and all(s == [w] * len(s) for w, s in (
+            (int(k), s) for k, s in v["actors_started"].items()))
+        for v in actors.values())
     write_result("scaling", {
         "settings": vars(args), "candidates": args.population * args.generations,
-        "algorithms": out, "goal": "2 workers >= 1.8x 1 worker", "met": best >= 1.8})
+        "executors": out, "goal": "actors: 2 workers >= 1.8x 1 worker for every algorithm, "
+                                  "W actor processes started", "met": met})
 
 
 if __name__ == "__main__":

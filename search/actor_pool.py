@@ -24,14 +24,14 @@ from typing import Any
 
 import ray
 import torch
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
 from pruning import Fidelity
 
 from .config import SearchConfig
 from .resident import Resident
 from .strategy import Strategy
-from .worker_death import death_reason
+from .worker_death import death_reason, describe_crash, worker_log
 
 __all__ = ["ATTEMPTS", "EvaluatorActor", "PoolStats", "Request", "run_actors"]
 
@@ -80,9 +80,11 @@ class EvaluatorActor:
     def ready(self) -> dict[str, Any]:
         return self.info
 
-    def evaluate(self, request: Request) -> dict[str, Any]:
+    def evaluate(self, genome: list[float], finetune_steps: int | None = None,
+                 seed: int | None = None) -> dict[str, Any]:
+        """One candidate at a fidelity (plain values: a worker unpickles no search types)."""
         try:
-            result = self.evaluator.evaluate(request.genome, request.fidelity)
+            result = self.evaluator.evaluate(genome, Fidelity(finetune_steps, seed))
         except RuntimeError as exc:
             if self.device == "cuda" and "CUDA" in str(exc):
                 # The CUDA context is now unusable: die, so Ray restarts a clean actor.
@@ -102,15 +104,17 @@ class PoolStats:
     requeued: int = 0
     completed: int = 0
     setup_seconds: list[float] = field(default_factory=list)
+    ready_at: list[float] = field(default_factory=list)  # perf_counter() of each actor ready
     dispatch_seconds: list[float] = field(default_factory=list)
 
 
 class _Pool:
     """W actors, each idle, busy with one request, or being probed after a death."""
 
-    def __init__(self, resident_ref: ray.ObjectRef, cfg: SearchConfig, log: Log) -> None:
+    def __init__(self, actor: type, resident_ref: ray.ObjectRef, cfg: SearchConfig,
+                 log: Log) -> None:
         self.cfg, self.log, self.resident_ref = cfg, log, resident_ref
-        self.remote = ray.remote(EvaluatorActor).options(
+        self.remote: Any = ray.remote(actor).options(
             num_cpus=1, num_gpus=cfg.gpus_per_trial, max_restarts=cfg.max_restarts,
             max_task_retries=0)
         self.stats = PoolStats()
@@ -119,6 +123,8 @@ class _Pool:
         self.probes: dict[ray.ObjectRef, Any] = {}
         self.replacements = cfg.workers * (cfg.max_restarts + 1)
         self.died: set[Any] = set()  # actors probed after a death: restarted if they answer
+        self.restarting: list[tuple[float, Any]] = []  # (when to probe again, actor)
+        self.pids: dict[Any, int] = {}
         for _ in range(cfg.workers):
             self._start()
 
@@ -128,16 +134,37 @@ class _Pool:
         self.probes[actor.ready.remote()] = actor
 
     @property
-    def alive(self) -> int:
-        return len(self.idle) + len(self.busy) + len(self.probes)
+    def waiting(self) -> bool:
+        """Whether anything is running, starting or restarting."""
+        return bool(self.busy or self.probes or self.restarting)
+
+    def _reason(self, actor: Any, exc: Exception) -> str:
+        """The fatal signal in the dead worker's log, else what Ray said."""
+        pid = self.pids.get(actor)
+        crash = describe_crash(worker_log(pid)) if pid else None
+        if crash:
+            return crash
+        return death_reason(str(exc)) if "died" in str(exc) else \
+            "worker died (no fatal signal in its log: it exited, or SIGKILL or the OOM killer?)"
 
     def submit(self, request: Request) -> None:
         actor = self.idle.pop()
-        self.busy[actor.evaluate.remote(request)] = (actor, request, time.perf_counter())
+        f = request.fidelity
+        ref = actor.evaluate.remote(request.genome, f.finetune_steps, f.seed)
+        self.busy[ref] = (actor, request, time.perf_counter())
 
     def wait(self) -> list[Finished]:
         """Block until something finishes; returns the requests that did."""
-        ready, _ = ray.wait([*self.busy, *self.probes], num_returns=1)
+        now = time.monotonic()
+        for when, actor in [r for r in self.restarting if r[0] <= now]:
+            self.restarting.remove((when, actor))
+            self.probes[actor.ready.remote()] = actor
+        refs = [*self.busy, *self.probes]
+        timeout = max(0.0, min(w for w, _ in self.restarting) - now) if self.restarting else None
+        if not refs:
+            time.sleep(timeout or 0.0)
+            return []
+        ready, _ = ray.wait(refs, num_returns=1, timeout=timeout)
         done: list[Finished] = []
         for ref in ready:
             if ref in self.probes:
@@ -149,7 +176,7 @@ class _Pool:
             except RayActorError as exc:  # died mid-candidate: probe it, requeue the genome
                 self.probes[actor.ready.remote()] = actor
                 self.died.add(actor)
-                done.append(Finished(request, None, death_reason(str(exc)), retry=True))
+                done.append(Finished(request, None, self._reason(actor, exc), retry=True))
                 continue
             except RayTaskError as exc:  # a bug in evaluation, not a bad candidate
                 self.idle.append(actor)
@@ -163,11 +190,13 @@ class _Pool:
 
     def _probed(self, ref: ray.ObjectRef) -> None:
         actor = self.probes.pop(ref)
-        died = actor in self.died
-        self.died.discard(actor)
         try:
             info = ray.get(ref)
+        except ActorUnavailableError:  # restarting: ask again shortly
+            self.restarting.append((time.monotonic() + 0.5, actor))
+            return
         except RayActorError as exc:  # dead for good: replace it while the budget lasts
+            self.died.discard(actor)
             ray.kill(actor, no_restart=True)
             if self.replacements == 0:
                 raise RuntimeError(f"search.workers: evaluator actors keep dying, the last "
@@ -177,27 +206,33 @@ class _Pool:
             self.log(f"  worker lost ({death_reason(str(exc))}); starting a replacement")
             self._start()
             return
-        if died:
+        self.pids[actor] = info["pid"]
+        if actor in self.died:
+            self.died.discard(actor)
             self.stats.restarts += 1
             self.log(f"  worker restarted (pid {info['pid']}, {info['device']}, "
                      f"{info['setup_seconds']:.1f} s to rebuild)")
         self.stats.setup_seconds.append(info["setup_seconds"])
+        self.stats.ready_at.append(time.perf_counter())
         self.idle.append(actor)
 
     def shutdown(self) -> None:
-        for actor in {*self.idle, *(a for a, _, _ in self.busy.values()), *self.probes.values()}:
+        for actor in {*self.idle, *(a for a, _, _ in self.busy.values()), *self.probes.values(),
+                      *(a for _, a in self.restarting)}:
             ray.kill(actor, no_restart=True)
 
 
-def run_actors(resident: Resident, strategy: Strategy, on_complete: OnComplete,
+def run_actors(resident: Resident | Any, strategy: Strategy, on_complete: OnComplete,
                cfg: SearchConfig, *, num_samples: int, fidelity: Fidelity = Fidelity(),
-               log: Log = print) -> PoolStats:
+               log: Log = print, actor: type = EvaluatorActor) -> PoolStats:
     """Evaluate `num_samples` candidates the strategy proposes on `cfg.workers` actors.
 
     `on_complete(trial_id, genome, result, reason)` gets every candidate once, in the
     order they finish; a candidate whose actor died `ATTEMPTS` times gets None and why.
+    `actor` is the class each worker runs: `EvaluatorActor`'s constructor and methods
+    (`ready`, `evaluate`), over whatever `resident` is; it is sent only plain values.
     """
-    pool = _Pool(ray.put(resident), cfg, log)
+    pool = _Pool(actor, ray.put(resident), cfg, log)
     retry: deque[Request] = deque()
     reported: set[str] = set()
     try:
@@ -212,7 +247,7 @@ def run_actors(resident: Resident, strategy: Strategy, on_complete: OnComplete,
                         break
                     request = Request(trial_id, list(genome), fidelity)
                 pool.submit(request)
-            if not pool.busy and not pool.probes:
+            if not pool.waiting:
                 if strategy.finished and not strategy.pending and not retry:
                     break
                 raise RuntimeError("the search strategy proposed nothing while no candidate "

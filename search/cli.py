@@ -175,8 +175,10 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
         return 0
     uri = _tracking_uri(args.tracking_uri, cfg.tracking.uri)
+    from .ray_session import check_ray
     from .tracking import Tracker, check_tracking
 
+    check_ray(args.address or cfg.ray.address)
     check_tracking(uri)
     from .rundir import RunDir
 
@@ -230,6 +232,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
     except Exception as exc:
         raise UsageError(f"run: {run.config_path} is not a valid config ({exc})") from None
     inputs = validate(cfg)
+    from .ray_session import check_ray
+
+    check_ray(args.address or cfg.ray.address)
     check_tracking(uri)
     tracker = Tracker(uri, state.get("experiment", cfg.tracking.experiment))
     if parent:
@@ -345,6 +350,7 @@ COMMANDS = {"search": cmd_search, "resume": cmd_resume, "train": cmd_train,
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .ray_session import RayUnavailable
     from .redaction import redact
     from .tracking import TrackingUnavailable
 
@@ -353,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, UsageError) as exc:
         print(redact(f"error: {exc}"), file=sys.stderr)
         return 2
-    except TrackingUnavailable as exc:
+    except (TrackingUnavailable, RayUnavailable) as exc:
         print(redact(f"error: {exc}"), file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -169,8 +169,9 @@ class TrackingConfig(_Section):
 
 
 class RayConfig(_Section):
-    address: str | None = Field(None, description="Ray address; null starts a local Ray "
-                                                  "on 127.0.0.1")
+    address: str | None = Field(None, description="Ray cluster to join (host:port, or auto: "
+                                                  "the last `ray start` here); null starts "
+                                                  "a new local Ray on 127.0.0.1")
     num_cpus: int | None = Field(None, ge=1, description="CPUs of a local Ray (default: all)")
 
 

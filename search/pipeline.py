@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,6 +23,10 @@ from .resident import Resident
 from .rundir import RunDir
 from .strategy import Problem, Strategy, create_strategy, get_strategy
 from .tracking import Tracker
+from .tracking_queue import TrackingQueue
+
+if TYPE_CHECKING:
+    from .actor_pool import PoolStats
 
 __all__ = ["Search", "prepare_workspace", "seed_genomes"]
 
@@ -59,6 +63,8 @@ class Search:
         self.seeds: dict[tuple[float, ...], str] = {}
         self.strategy: Strategy | None = None
         self.logged_generations = set(run.state().get("logged_generations", []))
+        self.sender = TrackingQueue(tracker, run.append)
+        self.pool_stats: PoolStats | None = None  # what the actor pool did, once it ran
 
     # -- set-up ------------------------------------------------------------------------
     def problem(self) -> Problem:
@@ -117,9 +123,7 @@ class Search:
                   "seed": self.seeds.get(tuple(genome)), "result": result, "run_id": None}
         self.run.append(record)                               # 1. durable
         self.records.append(record)
-        record["run_id"] = self.tracker.candidate(record)     # 2. tracked (or not yet)
-        if record["run_id"] is not None:
-            self.run.append(record)
+        self.sender.candidate(record)                         # 2. tracked, in the background
         self.strategy.on_trial_complete(trial_id, result)    # 3. learnt and checkpointed
         self.save_state()
         if result["status"] != "ok":
@@ -135,11 +139,11 @@ class Search:
                              "experiment": self.tracker.experiment,
                              "algorithm": self.cfg.search.algorithm,
                              "completed": len(self.records),
-                             "logged_generations": sorted(self.logged_generations),
+                             "logged_generations": sorted(self.logged_generations.copy()),
                              "strategy": self.strategy.get_state()})
 
     def end_generation(self) -> None:
-        self.flush()
+        self.sender.submit(self.flush)
         n = len(self.records)
         gen = (n - 1) // self.cfg.search.population
         hv = front_hypervolume(self.records, self.objectives)
@@ -153,15 +157,24 @@ class Search:
         _log(f"gen {gen:>3}  evaluated {n:>4}/{self.cfg.search.budget}  front {len(front):>3}  "
              f"hypervolume {hv:.4f}  best acc within budget {best:.4f}  "
              f"elapsed {_fmt_time(elapsed)}  eta {_fmt_time(eta)}")
-        if self.tracker.generation(gen, {"hypervolume": hv, "front_size": len(front),
-                                         "evaluated": n, "best_feasible_accuracy":
-                                         0.0 if not feasible else best}):
-            self.logged_generations.add(gen)
+        metrics = {"hypervolume": hv, "front_size": len(front), "evaluated": n,
+                   "best_feasible_accuracy": 0.0 if not feasible else best}
+
+        def log_generation() -> None:
+            if self.tracker.generation(gen, metrics):
+                self.logged_generations.add(gen)
+
+        self.sender.submit(log_generation)
         self.save_state()
 
     def flush(self) -> int:
         """Re-send candidates the tracking server missed; returns how many remain unsent."""
         return self.tracker.send_missing(self.records, self.run.append)
+
+    def drain(self) -> int:
+        """Wait for the tracking thread, then re-send what it missed; how many remain."""
+        self.sender.drain()
+        return self.flush()
 
     # -- the whole search ------------------------------------------------------------------
     def run_search(self, resume_state: dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -175,7 +188,8 @@ class Search:
             _log(f"search: {s.algorithm}, {remaining} of {s.budget} candidates to go on "
                  f"{s.workers} workers ({s.executor})")
             self.execute(remaining)
-        missing = self.flush()
+        missing = self.drain()
+        self.sender.close()
         if missing:
             _log(f"warning: {missing} candidates are not in MLflow yet (server unreachable); "
                  f"they are safe in {self.run.path}; `blendprune resume {self.run.path}` "
@@ -198,6 +212,7 @@ class Search:
 
             stats = run_actors(resident, self.strategy, self.on_complete, self.cfg.search,
                                num_samples=remaining, log=_log)
+            self.pool_stats = stats
             _log(f"workers: {stats.actors_started} started, {stats.restarts} restarted, "
                  f"{stats.requeued} candidates requeued")
 

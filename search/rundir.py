@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ def _atomic_write(path: Path, text: str) -> None:
 class RunDir:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        self._lock = threading.Lock()
 
     @classmethod
     def create(cls, root: str | os.PathLike[str], name: str, config: dict[str, Any]) -> RunDir:
@@ -81,6 +83,11 @@ class RunDir:
         return [by_index[i] for i in sorted(by_index)]
 
     def append(self, record: dict[str, Any]) -> None:
+        """Add a ledger line (fsynced); the tracking thread appends too, hence the lock."""
+        with self._lock:
+            self._append(record)
+
+    def _append(self, record: dict[str, Any]) -> None:
         p = self.path / "candidates.jsonl"
         torn = False
         if p.exists() and p.stat().st_size > 0:

@@ -65,6 +65,7 @@ class Tracker:
         self.parent_id: str | None = None
         self.experiment_id: str | None = None
         self.warned = False
+        self.down = False  # the last call failed: queued sends wait for the next flush
 
     def start(self, name: str, params: dict[str, str], config_yaml: str,
               tags: dict[str, str] | None = None) -> str:
@@ -89,6 +90,7 @@ class Tracker:
             self.client.update_run(parent_id, status="RUNNING")
 
     def _warn(self, what: str, exc: Exception) -> None:
+        self.down = True
         if not self.warned:
             reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
             print(redact(f"warning: tracking server unavailable ({what}: {reason}); "
@@ -136,6 +138,7 @@ class Tracker:
                                               k: v for k, v in res.items() if k != "plan"}},
                                  "candidate.json")
             self.client.set_terminated(run_id, "FINISHED" if res["status"] == "ok" else "FAILED")
+            self.down = False
             return run_id
         except Exception as exc:
             self._warn(f"candidate {record['index']}", exc)
@@ -144,16 +147,15 @@ class Tracker:
     def send_missing(self, records: list[dict[str, Any]],
                      save: Callable[[dict[str, Any]], None]) -> int:
         """Send the candidates the server missed (`run_id` None), without duplicating any it
-        already has; `save(record)` persists each newly sent one. Returns how many remain."""
-        missing = 0
-        for record in records:
+        already has; `save(record)` persists each newly sent one. Stops at the first
+        failure (the server is still away). Returns how many remain unsent."""
+        for record in list(records):
             if record["run_id"] is None:
                 record["run_id"] = self.candidate(record, look_first=True)
                 if record["run_id"] is None:
-                    missing += 1
-                else:
-                    save(record)
-        return missing
+                    break
+                save(record)
+        return sum(r["run_id"] is None for r in records)
 
     def generation(self, generation: int, metrics: dict[str, float]) -> bool:
         from mlflow.entities import Metric

@@ -15,13 +15,15 @@ def test_rows_state_ratios_and_goals(tmp_path):
         "median": {"ratio": 1.234, "stack_seconds": 61.7, "plain_seconds": 50.0,
                    "seconds_per_candidate_plain": 2.08}}))
     (tmp_path / "scaling.json").write_text(json.dumps({
-        "candidates": 24, "met": True, "algorithms": {"deap-steady": {
+        "candidates": 24, "met": True, "executors": {"actors": {"deap-steady": {
+            "actors_started": {"1": [1, 1], "2": [2, 2]},
             "median": {"speedup": 1.91, "candidates_per_minute_1": 20.0,
-                       "candidates_per_minute_2": 38.2}}}}))
+                       "candidates_per_minute_2": 38.2}}}}}))
     text = table(tmp_path)
     assert "stack / plain loop = 1.234 (medians 61.7 s vs 50.0 s; 2.08 s/candidate) | " \
            "**missed** (≤ 1.10)" in text
-    assert "1.91× with 2 workers (20.0 → 38.2 candidates/min) | met (≥ 1.8×)" in text
+    assert "| scaling, actors, deap-steady, 24 candidates | 1.91× with 2 workers (20.0 → 38.2 " \
+           "candidates/min); 2 actor processes for 2 workers | met (≥ 1.8×) |" in text
     assert replace_block("a\n<!-- benchmark-table:start (python -m benchmarks.report --write) "
                          "-->\nold\n<!-- benchmark-table:end -->\nb", tmp_path).endswith(
         "<!-- benchmark-table:end -->\nb")

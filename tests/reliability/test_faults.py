@@ -23,20 +23,25 @@ from .searches import FAST, assert_exactly_once, budget, launch, wait_for
 pytestmark = pytest.mark.slow
 
 
-def test_worker_killed_mid_evaluation_is_retried(tmp_path, cache):
+# What a worker busy with a candidate calls itself (its process title).
+BUSY = {"actors": "EvaluatorActor.evaluate", "tune": "Trainable.train"}
+
+
+@pytest.mark.parametrize("executor", ["actors", "tune"])
+def test_worker_killed_mid_evaluation_is_retried(tmp_path, cache, executor):
     n = 12
     uri = f"sqlite:///{tmp_path / 'store.db'}"
     out = tmp_path / "runs"
-    proc = launch(["search", *FAST, *budget(6, 2, 60), "--tracking-uri", uri,
-                   "--output-dir", str(out)], tmp_path, cache)
+    proc = launch(["search", *FAST, *budget(6, 2, 60), "--set", f"search.executor={executor}",
+                   "--tracking-uri", uri, "--output-dir", str(out)], tmp_path, cache)
     log = tmp_path / "search.log"
 
     def kill_a_busy_worker():
         if len(ledger(out)) < 2:
             return False
         for pid in namespace_pids(proc):
-            title = cmdline(pid).split(" ")[0]  # e.g. ray::ResourceTrainable.train
-            if title.startswith("ray::") and title.endswith("Trainable.train"):
+            title = cmdline(pid).split(" ")[0]  # e.g. ray::EvaluatorActor.evaluate
+            if title.startswith("ray::") and title.endswith(BUSY[executor]):
                 os.kill(pid, signal.SIGKILL)  # the actor dies inside evaluate()
                 return True
         return False
@@ -49,8 +54,13 @@ def test_worker_killed_mid_evaluation_is_retried(tmp_path, cache):
     records = ledger(out)
     assert len(records) == n and len({r["trial_id"] for r in records}) == n
     assert all(r["result"]["status"] == "ok" for r in records)  # the retry succeeded
-    errors = list((out).glob("*/tune/*/candidate_*/error.txt"))
-    assert errors, "Tune recorded no failed attempt: the kill did not hit a trial"
+    if executor == "tune":
+        errors = list((out).glob("*/tune/*/candidate_*/error.txt"))
+        assert errors, "Tune recorded no failed attempt: the kill did not hit a trial"
+    else:
+        text = log.read_text()
+        assert "requeued a candidate after its worker died" in text, text[-3000:]
+        assert "workers: 2 started, 1 restarted, 1 candidates requeued" in text, text[-3000:]
     _, parents, kids = mlflow_runs(uri)
     assert len(parents) == 1 and len(kids) == n
     assert_exactly_once(kids, n)
@@ -126,11 +136,12 @@ def test_tracking_server_that_never_returns_then_resume_pushes(tmp_path, cache):
         stop(server)
 
 
-def _search_on(fault_model, tmp_path, cache, timeout):
+def _search_on(fault_model, tmp_path, cache, timeout, executor="actors"):
     """8 random candidates of `tests.fault_models:<fault_model>`; (uri, run folder root)."""
     uri = f"sqlite:///{tmp_path / 'store.db'}"
     out = tmp_path / "runs"
     proc = launch(["search", *FAST, *budget(4, 2, 4), "--set", "search.algorithm=random",
+                   "--set", f"search.executor={executor}",
                    "--set", f"model.arch=tests.fault_models:{fault_model}",
                    "--set", "constraints.max_flops_ratio=1.0",
                    "--tracking-uri", uri, "--output-dir", str(out)], tmp_path, cache)
@@ -141,9 +152,10 @@ def _search_on(fault_model, tmp_path, cache, timeout):
     return uri, out
 
 
-def test_out_of_memory_candidates_fail_and_the_search_completes(tmp_path, cache):
+@pytest.mark.parametrize("executor", ["actors", "tune"])
+def test_out_of_memory_candidates_fail_and_the_search_completes(tmp_path, cache, executor):
     n = 8
-    uri, _ = _search_on("memory_hungry_resnet20", tmp_path, cache, 600)
+    uri, _ = _search_on("memory_hungry_resnet20", tmp_path, cache, 600, executor)
     _, _, kids = mlflow_runs(uri)
     assert_exactly_once(kids, n)
     failed = [k for k in kids if k.info.status == "FAILED"]
@@ -152,9 +164,10 @@ def test_out_of_memory_candidates_fail_and_the_search_completes(tmp_path, cache)
     assert all("can't allocate memory" in k.data.params["failure"] for k in failed)
 
 
-def test_native_crash_is_recorded_with_its_signal_and_message(tmp_path, cache):
+@pytest.mark.parametrize("executor", ["actors", "tune"])
+def test_native_crash_is_recorded_with_its_signal_and_message(tmp_path, cache, executor):
     n = 8
-    uri, out = _search_on("heap_corrupting_resnet20", tmp_path, cache, 900)
+    uri, out = _search_on("heap_corrupting_resnet20", tmp_path, cache, 900, executor)
     records = ledger(out)
     assert len(records) == n
     failed = [r["result"] for r in records if r["result"]["status"] == "failed"]

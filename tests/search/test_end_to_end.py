@@ -55,17 +55,21 @@ def check_front(client, parent, children, max_flops_ratio=0.6):
     assert (Path(local) / "front.csv").read_text().count("\n") == len(front) + 1
 
 
-@pytest.mark.parametrize("algorithm", ["deap-nsga2", "deap-steady", "optuna-nsga2", "random"])
-def test_search_records_budget_and_front(algorithm, env, capsys):
-    uri = f"sqlite:///{env / algorithm}.db"
-    out_dir = env / f"runs-{algorithm}"
+@pytest.mark.parametrize("algorithm, executor", [
+    ("deap-nsga2", "actors"), ("deap-nsga2", "tune"), ("deap-steady", "actors"),
+    ("optuna-nsga2", "actors"), ("random", "actors")])
+def test_search_records_budget_and_front(algorithm, executor, env, capsys):
+    uri = f"sqlite:///{env / algorithm}-{executor}.db"
+    out_dir = env / f"runs-{algorithm}-{executor}"
     assert main(["search", *FAST, "--set", f"search.algorithm={algorithm}",
+                 "--set", f"search.executor={executor}",
                  "--tracking-uri", uri, "--output-dir", str(out_dir)]) == 0
     out = capsys.readouterr().out
     assert "Pareto front" in out and "mlflow ui --backend-store-uri" in out
     assert out.count("gen ") == 2  # one progress line per generation
     client, parents, children = mlflow_runs(uri)
     assert len(parents) == 1 and len(children) == BUDGET
+    assert sum(c.info.status == "FINISHED" for c in children) == BUDGET
     parent = parents[0]
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
     assert sorted(int(c.data.tags["blendprune.index"]) for c in children) == list(range(BUDGET))
@@ -77,6 +81,8 @@ def test_search_records_budget_and_front(algorithm, env, capsys):
     assert arts == {"criteria/correlation.png", "criteria/clusters.json"}
     hv = client.get_metric_history(parent.info.run_id, "hypervolume")
     assert [m.step for m in hv] == [0, 1] and hv[1].value >= hv[0].value - 1e-12
+    if executor == "actors":
+        assert "workers: 2 started, 0 restarted, 0 candidates requeued" in out
     if algorithm == "deap-nsga2":
         model_dir = client.download_artifacts(parent.info.run_id, "final/0")
         from pruning import load_pruned
