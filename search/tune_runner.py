@@ -104,6 +104,11 @@ class StrategySearcher(Searcher):
         else:
             self.on_complete(trial_id, genome, None, self.errors.reason(trial_id))
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its searcher into experiment snapshots; the completion callback
+        # (the live search: ledger, tracking thread) stays out, as `save` says why.
+        return {k: v for k, v in self.__dict__.items() if k != "on_complete"}
+
     def save(self, checkpoint_path: str) -> None:
         # The authoritative checkpoint is the run folder's state.json (written after every
         # candidate); this copy serves Tune's own experiment snapshots.

@@ -143,3 +143,18 @@ def test_timings_name_every_pass_and_total_is_the_wall_time(evaluator):
     assert set(parts) == {"decode", "surgery", "adaptive_bn", "bn_evaluate", "finetune",
                           "evaluate"}
     assert r.timings["total"] >= sum(parts.values()) and all(v >= 0 for v in parts.values())
+
+
+def test_fidelity_sets_the_fine_tune_of_one_evaluation(evaluator):
+    from pruning import Fidelity
+
+    genome = evaluator.layout.make([1, 0, 0, 0, 0], 0.5)
+    bn_only = evaluator.evaluate(genome, Fidelity(finetune_steps=0))
+    assert "finetune" not in bn_only.timings and bn_only.bn_accuracy is None
+    default = evaluator.evaluate(genome)
+    longer = evaluator.evaluate(genome, Fidelity(finetune_steps=12))
+    assert longer.timings["finetune"] > default.timings["finetune"]
+    # Another seed draws other fine-tune batches; the default seed repeats exactly.
+    assert evaluator.evaluate(genome, Fidelity(seed=0)).accuracy == default.accuracy
+    reseeded = [evaluator.evaluate(genome, Fidelity(seed=s)).accuracy for s in (1, 2, 3)]
+    assert any(a != default.accuracy for a in reseeded)
