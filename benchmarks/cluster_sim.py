@@ -147,10 +147,11 @@ def run(args: argparse.Namespace, algorithm: str, tracking_uri: str, folder: Pat
     from search.tracking import Tracker
     from search.tracking_queue import TrackingQueue
 
-    n = args.workers * args.candidates_per_worker
-    population = args.workers * 2
+    population = args.workers * 2  # a generation: two candidates per worker
+    generations = max(1, args.candidates_per_worker // 2)
+    n = population * generations
     problem = Problem((0.1,) * GENES, (1.0,) * GENES, Objectives(("accuracy", "flops")),
-                      population, n // population, seed=0)
+                      population, generations, seed=0)
     strategy = create_strategy(algorithm, problem)
     run_dir = RunDir.create(folder / "runs", f"{algorithm}-{fault or 'none'}", {})
     tracker = Tracker(tracking_uri, "cluster-sim")
@@ -223,8 +224,9 @@ def run(args: argparse.Namespace, algorithm: str, tracking_uri: str, folder: Pat
                               max_results=10000)
     indices = sorted(int(k.data.tags["blendprune.index"]) for k in kids)
     dispatch = sorted(stats.dispatch_seconds)
-    out = {"algorithm": algorithm, "fault": fault, "slow_tracking": args.proxy_port
-           in tracking_uri, "candidates": n, "finished": len(ok),
+    slow = tracking_uri.endswith(f":{args.proxy_port}")
+    out = {"algorithm": algorithm, "fault": fault, "slow_tracking": slow, "candidates": n,
+           "finished": len(ok),
            "failed": len(records) - len(ok), "wall_seconds": t_end - t0,
            "ideal_seconds": ideal, "efficiency": ideal / (t_end - t0),
            "dispatch_ms_p50": 1000 * dispatch[len(dispatch) // 2],
@@ -255,10 +257,13 @@ def main() -> None:
     p.add_argument("--delay", type=float, default=0.05, help="slow tracking: s per packet")
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     os.environ["PYTHONPATH"] = str(REPO)  # workers import the stub evaluator
     import ray
     from ray.cluster_utils import Cluster
+
+    from search.ray_session import loopback_only
+
+    loopback_only()  # every simulated node on 127.0.0.1
 
     results = []
     with tempfile.TemporaryDirectory() as tmp:

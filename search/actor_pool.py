@@ -36,6 +36,8 @@ from .worker_death import death_reason, describe_crash, worker_log
 __all__ = ["ATTEMPTS", "EvaluatorActor", "PoolStats", "Request", "run_actors"]
 
 ATTEMPTS = 2  # tries of one genome on a dying actor before it is recorded failed
+NOTE_SECONDS = 60.0  # how often to say that no worker is up yet
+STALL_SECONDS = 900.0  # then give up: the cluster cannot place a single worker
 
 OnComplete = Callable[[str, list[float], dict[str, Any] | None, str], None]
 Log = Callable[[str], None]
@@ -125,6 +127,7 @@ class _Pool:
         self.died: set[Any] = set()  # actors probed after a death: restarted if they answer
         self.restarting: list[tuple[float, Any]] = []  # (when to probe again, actor)
         self.pids: dict[Any, int] = {}
+        self.last_progress, self.notes = time.monotonic(), 0
         for _ in range(cfg.workers):
             self._start()
 
@@ -160,11 +163,25 @@ class _Pool:
             self.restarting.remove((when, actor))
             self.probes[actor.ready.remote()] = actor
         refs = [*self.busy, *self.probes]
-        timeout = max(0.0, min(w for w, _ in self.restarting) - now) if self.restarting else None
+        timeout = min((w for w, _ in self.restarting), default=now + NOTE_SECONDS) - now
         if not refs:
-            time.sleep(timeout or 0.0)
-            return []
-        ready, _ = ray.wait(refs, num_returns=1, timeout=timeout)
+            time.sleep(max(0.0, timeout))
+            ready = []
+        else:
+            ready, _ = ray.wait(refs, num_returns=1, timeout=max(0.0, timeout))
+        if ready or self.busy:
+            self.last_progress = time.monotonic()
+        elif not self.idle:  # every worker is (re)starting: resources may never come
+            stalled = time.monotonic() - self.last_progress
+            if stalled > STALL_SECONDS:
+                raise RuntimeError(
+                    f"search.workers: no evaluator actor could start for {stalled:.0f} s; "
+                    f"does the cluster have {self.cfg.gpus_per_trial} GPU and 1 CPU free "
+                    "per worker?")
+            if stalled > NOTE_SECONDS * (1 + self.notes):
+                self.notes += 1
+                self.log(f"  waiting for {len(self.probes) + len(self.restarting)} workers to "
+                         f"start ({stalled:.0f} s; cluster resources?)")
         done: list[Finished] = []
         for ref in ready:
             if ref in self.probes:
@@ -247,11 +264,12 @@ def run_actors(resident: Resident | Any, strategy: Strategy, on_complete: OnComp
                         break
                     request = Request(trial_id, list(genome), fidelity)
                 pool.submit(request)
-            if not pool.waiting:
+            if not pool.busy:
                 if strategy.finished and not strategy.pending and not retry:
-                    break
-                raise RuntimeError("the search strategy proposed nothing while no candidate "
-                                   "was running")
+                    break  # actors still (re)starting are not waited for
+                if pool.idle or not pool.waiting:
+                    raise RuntimeError("the search strategy proposed nothing while no "
+                                       "candidate was running")
             for f in pool.wait():
                 request = f.request
                 if request.trial_id in reported:

@@ -14,7 +14,7 @@ import socket
 
 import ray
 
-__all__ = ["RayUnavailable", "check_ray", "init_ray", "resolve"]
+__all__ = ["RayUnavailable", "check_ray", "init_ray", "loopback_only", "resolve"]
 
 PROBE_SECONDS = 5.0
 
@@ -75,13 +75,13 @@ def init_ray(address: str | None, num_cpus: int | None) -> None:
     if target is not None:
         ray.init(address=target, logging_level=logging.WARNING, log_to_driver=False)
     else:
-        _loopback_only()
+        loopback_only()
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
                  _node_ip_address="127.0.0.1", logging_level=logging.WARNING,
                  log_to_driver=False)
 
 
-def _loopback_only() -> None:
+def loopback_only() -> None:
     """Make a local Ray advertise (and so bind) 127.0.0.1, not the machine's address.
 
     Ray maps 127.0.0.1 to the routable address unless RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER
