@@ -192,6 +192,13 @@ def run(args: argparse.Namespace, algorithm: str, tracking_uri: str, folder: Pat
             cluster.remove_node(cluster.list_all_nodes()[-1], allow_graceful=False)
         injected.set()
 
+    import ray
+
+    total = ray.cluster_resources().get("GPU", 0.0)
+    for _ in range(300):  # the last run's actors release their GPU shares asynchronously
+        if ray.available_resources().get("GPU", 0.0) >= total - 1e-6:
+            break
+        time.sleep(0.1)
     if fault:
         threading.Thread(target=inject, daemon=True).start()
     cpu0, t0 = time.process_time(), time.perf_counter()

@@ -4,7 +4,9 @@ Both on this machine's 2 cores, 1 compute thread per worker, the same search (sa
 seed); repeats alternate 1 and 2 workers. Run for the generational NSGA-II (a barrier
 at every generation) and the steady-state one (none), on the resident actor pool (the
 default executor) and on Ray Tune trials. Goal: >= 1.8x with 2 workers on actors, for
-both algorithms, with exactly W actor processes started.
+both algorithms, with exactly W actor processes started. Also reported: the steady-state
+speed-up (time per candidate after each worker's first, i.e. without the one-off actor
+starts). Results of executors not rerun are kept (`--executors actors` reruns one).
 
     python -m benchmarks.scaling --repeats 3
 """
@@ -12,10 +14,11 @@ both algorithms, with exactly W actor processes started.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 from typing import Any
 
-from benchmarks._common import write_result
+from benchmarks._common import RESULTS, write_result
 from benchmarks._stack import digits_config, run_stack, workspace
 
 
@@ -37,25 +40,34 @@ def main() -> None:
             ws = ws or workspace(configs[1])
             rates: dict[int, list[float]] = {1: [], 2: []}
             started: dict[int, list[int]] = {1: [], 2: []}
-            speedups = []
+            speedups, steady = [], []
             for i in range(args.repeats):
-                seconds = {}
+                seconds, span = {}, {}
                 for w, cfg in configs.items():
                     stats: dict[str, Any] = {}
-                    seconds[w], _, _ = run_stack(cfg, ws, stats)
+                    seconds[w], _, done = run_stack(cfg, ws, stats)
+                    span[w] = (done[-1] - done[w - 1]) / (len(done) - w)  # after the starts
                     rates[w].append(60 * cfg.search.budget / seconds[w])
                     if stats:
                         started[w].append(stats["actors_started"])
                 speedups.append(seconds[1] / seconds[2])
+                steady.append(span[1] / span[2])
                 print(f"{executor} {algo} repeat {i}: 1 worker {seconds[1]:.1f}s  2 workers "
-                      f"{seconds[2]:.1f}s  speed-up {speedups[-1]:.2f}x", flush=True)
+                      f"{seconds[2]:.1f}s  speed-up {speedups[-1]:.2f}x  (steady state "
+                      f"{steady[-1]:.2f}x)", flush=True)
             out.setdefault(executor, {})[algo] = {
                 "candidates_per_minute": {str(w): r for w, r in rates.items()},
-                "speedups": speedups,
+                "speedups": speedups, "steady_state_speedups": steady,
                 "actors_started": {str(w): s for w, s in started.items() if s},
                 "median": {"candidates_per_minute_1": statistics.median(rates[1]),
                            "candidates_per_minute_2": statistics.median(rates[2]),
-                           "speedup": statistics.median(speedups)}}
+                           "speedup": statistics.median(speedups),
+                           "steady_state_speedup": statistics.median(steady)}}
+    previous = RESULTS / "scaling.json"  # executors not rerun keep their last results
+    if previous.exists():
+        old = json.loads(previous.read_text())
+        if old.get("candidates") == args.population * args.generations:
+            out = {**old.get("executors", {}), **out}
     actors = out.get("actors", {})
     met = bool(actors) and all(
         v["median"]["speedup"] >= 1.8 and all(s == [w] * len(s) for w, s in (

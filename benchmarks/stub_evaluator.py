@@ -16,11 +16,11 @@ import ray
 
 
 class StubEvaluator:
-    def __init__(self, resident: dict[str, float], threads: int = 1,
+    def __init__(self, resident: list[ray.ObjectRef], threads: int = 1,
                  gpu_share: float = 0.0) -> None:
         start = time.perf_counter()
-        self.resident = resident
-        time.sleep(resident["setup_seconds"])
+        self.resident: dict[str, float] = ray.get(resident[0])
+        time.sleep(self.resident["setup_seconds"])
         self.info = {"pid": os.getpid(), "device": "stub", "gpu_ids": ray.get_gpu_ids(),
                      "node": ray.get_runtime_context().get_node_id(),
                      "setup_seconds": time.perf_counter() - start}

@@ -66,7 +66,12 @@ class Finished:
 class EvaluatorActor:
     """Holds one resident Evaluator; `evaluate` runs one request on it."""
 
-    def __init__(self, resident: Resident, threads: int = 1, gpu_share: float = 0.0) -> None:
+    def __init__(self, resident: list[ray.ObjectRef], threads: int = 1,
+                 gpu_share: float = 0.0) -> None:
+        """`resident` is a one-element list holding the Resident's ObjectRef: fetched here,
+        not resolved by Ray, so a restarted actor fetches it again from the driver's copy
+        (Ray cannot restart an actor whose creation arguments were resolved from the object
+        store once they are gone: ray-project/ray#53727)."""
         start = time.perf_counter()
         torch.set_num_threads(threads)
         gpus = ray.get_gpu_ids()
@@ -74,7 +79,7 @@ class EvaluatorActor:
         if self.device == "cuda" and 0 < gpu_share < 1:
             # A candidate that overruns its share fails alone (OOM), not its neighbours.
             torch.cuda.set_per_process_memory_fraction(gpu_share)
-        self.evaluator = resident.evaluator(self.device)
+        self.evaluator = ray.get(resident[0]).evaluator(self.device)
         self.info = {"pid": os.getpid(), "device": self.device, "gpu_ids": list(gpus),
                      "node": ray.get_runtime_context().get_node_id(),
                      "setup_seconds": time.perf_counter() - start}
@@ -132,7 +137,7 @@ class _Pool:
             self._start()
 
     def _start(self) -> None:
-        actor: Any = self.remote.remote(self.resident_ref, 1, self.cfg.gpus_per_trial)
+        actor: Any = self.remote.remote([self.resident_ref], 1, self.cfg.gpus_per_trial)
         self.stats.actors_started += 1
         self.probes[actor.ready.remote()] = actor
 
@@ -164,9 +169,9 @@ class _Pool:
             self.probes[actor.ready.remote()] = actor
         refs = [*self.busy, *self.probes]
         timeout = min((w for w, _ in self.restarting), default=now + NOTE_SECONDS) - now
+        ready: list[ray.ObjectRef] = []
         if not refs:
             time.sleep(max(0.0, timeout))
-            ready = []
         else:
             ready, _ = ray.wait(refs, num_returns=1, timeout=max(0.0, timeout))
         if ready or self.busy:
