@@ -14,12 +14,14 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
-from torchvision.datasets import ImageFolder
-from torchvision.transforms import v2
+
+if TYPE_CHECKING:  # imported on use: torchvision's import costs each worker about a second
+    from torchvision.datasets import ImageFolder
+    from torchvision.transforms import v2
 
 from .loader import Batch, Loader, TensorSplit
 
@@ -32,6 +34,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 @cache
 def _scan(root: str) -> ImageFolder:
     """The folder's classes and files, listed once per process (a large folder takes a while)."""
+    from torchvision.datasets import ImageFolder
+
     return ImageFolder(root)
 
 
@@ -40,6 +44,8 @@ def default_workers() -> int:
 
 
 def _transform(size: int, augment: bool, flip: bool) -> v2.Compose:
+    from torchvision.transforms import v2
+
     if augment:
         steps: list[Any] = [v2.RandomResizedCrop(size, antialias=True)]
         if flip:

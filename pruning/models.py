@@ -176,10 +176,11 @@ def _register_cifar() -> None:
 
 
 def _register_torchvision() -> None:
-    from torchvision import models as tvm
-
     def make(fn_name: str, stem: str) -> ModelFactory:
         def build(num_classes: int = 1000, in_channels: int = 3) -> nn.Module:
+            # Imported on use: torchvision's import costs each worker process about a second.
+            from torchvision import models as tvm
+
             return _set_stem(getattr(tvm, fn_name)(num_classes=num_classes), stem, in_channels)
 
         return build

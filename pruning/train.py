@@ -10,6 +10,7 @@ candidate before it is scored.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .kernel_guards import training_guards
+from .loader import Loader
 
 __all__ = ["DivergedError", "adaptive_bn", "evaluate", "finetune", "memory_format", "train"]
 
@@ -54,14 +56,15 @@ def _optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: float
 
 
 def _run_steps(model: nn.Module, batches: Batches, total: int,
-               lr_at: Callable[[int], float], *, momentum: float, weight_decay: float,
+               lr_at: Callable[[int], float], opt: torch.optim.Optimizer, *,
                label_smoothing: float, on_epoch: Callable[[int, float], None] | None = None,
-               steps_per_epoch: int = 0, channels_last: bool = True) -> dict[str, float]:
+               steps_per_epoch: int = 0, channels_last: bool = True, start: int = 0
+               ) -> dict[str, float]:
+    """Steps `start`..`total` - 1 of a schedule; `on_epoch` after each whole epoch."""
     device = _device(model)
     model.to(memory_format=memory_format(channels_last))
     model.train()
-    opt = _optimizer(model, lr_at(0), momentum, weight_decay)
-    loss_sum, seen, step = 0.0, 0, 0
+    loss_sum, seen, step = 0.0, 0, start
     with training_guards(model):
         for x, y in batches:
             if step == total:
@@ -81,16 +84,20 @@ def _run_steps(model: nn.Module, batches: Batches, total: int,
             step += 1
             if on_epoch is not None and steps_per_epoch and step % steps_per_epoch == 0:
                 on_epoch(step // steps_per_epoch, loss_sum / max(seen, 1))
-    return {"loss": loss_sum / max(seen, 1), "steps": float(step)}
+    return {"loss": loss_sum / max(seen, 1), "steps": float(step - start)}
 
 
 def train(model: nn.Module, loader: object, *, epochs: int, lr: float = 0.1,
           momentum: float = 0.9, weight_decay: float = 5e-4, warmup_epochs: float = 1.0,
           label_smoothing: float = 0.1,
-          on_epoch: Callable[[int, float], None] | None = None) -> dict[str, float]:
+          on_epoch: Callable[[int, float], None] | None = None,
+          checkpoint: str | os.PathLike[str] | None = None) -> dict[str, float]:
     """Train from scratch (or longer fine-tune): linear warm-up, then cosine to zero.
 
-    `loader` iterates one epoch at a time (a `TensorLoader` or a DataLoader).
+    `loader` iterates one epoch at a time (a `Loader`, or a DataLoader). With `checkpoint`,
+    the model and optimizer are saved there after every epoch and a later call resumes
+    after the last saved epoch: a `Loader` replays the same epochs, so an interrupted
+    training ends where an uninterrupted one would (a finished one just loads).
     """
     if epochs < 1:
         raise ValueError(f"epochs: must be >= 1, got {epochs}")
@@ -103,16 +110,51 @@ def train(model: nn.Module, loader: object, *, epochs: int, lr: float = 0.1,
             return lr * (step + 1) / warm
         return 0.5 * lr * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
 
+    opt = _optimizer(model, lr_at(0), momentum, weight_decay)
+    schedule = {"epochs": epochs, "steps_per_epoch": steps_per_epoch, "lr": lr}
+    done, before = _resume(checkpoint, model, opt, schedule) if checkpoint else (0, 0.0)
+
     def stream() -> Batches:
-        for _ in range(epochs):
-            yield from loader  # type: ignore[misc]
+        for epoch in range(done, epochs):
+            yield from (loader.iter_epoch(epoch) if isinstance(loader, Loader)
+                        else loader)  # type: ignore[misc]
+
+    def saved(epoch: int, loss: float) -> None:
+        if checkpoint:
+            _save(checkpoint, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                               "epoch": epoch, **schedule,
+                               "seconds": before + time.perf_counter() - start})
+        if on_epoch is not None:
+            on_epoch(epoch, loss)
 
     start = time.perf_counter()
-    out = _run_steps(model, stream(), total, lr_at, momentum=momentum,
-                     weight_decay=weight_decay, label_smoothing=label_smoothing,
-                     on_epoch=on_epoch, steps_per_epoch=steps_per_epoch)
+    out = _run_steps(model, stream(), total, lr_at, opt, label_smoothing=label_smoothing,
+                     on_epoch=saved, steps_per_epoch=steps_per_epoch,
+                     start=done * steps_per_epoch)
     out["seconds"] = time.perf_counter() - start
+    out["total_seconds"] = before + out["seconds"]  # all sessions of a resumed training
     return out
+
+
+def _resume(path: str | os.PathLike[str], model: nn.Module, opt: torch.optim.Optimizer,
+            schedule: dict[str, float]) -> tuple[int, float]:
+    """Load a training checkpoint if there is one: the epochs it had done, in how long."""
+    if not os.path.exists(path):
+        return 0, 0.0
+    state = torch.load(path, map_location=_device(model), weights_only=True)
+    theirs = {k: state.get(k) for k in schedule}
+    if theirs != schedule:
+        raise ValueError(f"checkpoint: {os.fspath(path)} is of another training ({theirs}, "
+                         f"not {schedule}); remove it to start afresh")
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    return int(state["epoch"]), float(state["seconds"])
+
+
+def _save(path: str | os.PathLike[str], state: dict[str, object]) -> None:
+    tmp = f"{os.fspath(path)}.tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # a kill mid-write leaves the previous epoch's checkpoint
 
 
 def finetune(model: nn.Module, batches: Batches, steps: int, *, lr: float = 0.01,
@@ -128,9 +170,9 @@ def finetune(model: nn.Module, batches: Batches, steps: int, *, lr: float = 0.01
     def lr_at(step: int) -> float:
         return 0.5 * lr * (1 + math.cos(math.pi * step / steps))
 
-    return _run_steps(model, batches, steps, lr_at, momentum=momentum,
-                      weight_decay=weight_decay, label_smoothing=0.0,
-                      channels_last=channels_last)
+    return _run_steps(model, batches, steps, lr_at,
+                      _optimizer(model, lr_at(0), momentum, weight_decay),
+                      label_smoothing=0.0, channels_last=channels_last)
 
 
 @torch.no_grad()

@@ -15,6 +15,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +68,9 @@ class Inputs:
     model: nn.Module
     group_map: GroupMap
 
-    @property
+    @cached_property
     def example_input(self) -> torch.Tensor:
+        """One input (a streamed folder decodes an image for it: once)."""
         return self.train.example()
 
     def loader(self, split: Split, *, train: bool = False, batch_size: int = 512,

@@ -65,3 +65,41 @@ def test_evaluate_counts_correct_predictions():
 
     y = torch.tensor([1, 1, 0, 1])
     assert evaluate(Const(), [(torch.zeros(4, 1), y)])["accuracy"] == 0.75
+
+
+def test_training_interrupted_and_resumed_ends_where_an_uninterrupted_one_does(tmp_path):
+    from pruning import create_model, load_dataset, train
+
+    data = load_dataset("digits")
+    mean, std = data.mean_std()
+    x, y = data.x_train[:512], data.y_train[:512]
+
+    def fresh():
+        torch.manual_seed(0)
+        return create_model("resnet20", data.num_classes, data.in_channels)
+
+    def loader():
+        return TensorLoader(x, y, batch_size=128, mean=mean, std=std, augment=True, pad=2)
+
+    straight = fresh()
+    train(straight, loader(), epochs=3, lr=0.1)
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first(epoch, loss):
+        if epoch == 1:
+            raise Stop
+
+    ckpt = tmp_path / "train.pt"
+    resumed = fresh()
+    with pytest.raises(Stop):
+        train(resumed, loader(), epochs=3, lr=0.1, on_epoch=stop_after_first, checkpoint=ckpt)
+    resumed = fresh()  # a new process: only the checkpoint survives
+    out = train(resumed, loader(), epochs=3, lr=0.1, checkpoint=ckpt)
+    assert out["steps"] == 2 * 4  # two epochs of 512 / 128 batches were left
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b)
+    assert train(resumed, loader(), epochs=3, lr=0.1, checkpoint=ckpt)["steps"] == 0
+    with pytest.raises(ValueError, match="checkpoint: .*another training"):
+        train(fresh(), loader(), epochs=4, lr=0.1, checkpoint=ckpt)
