@@ -39,7 +39,8 @@ def run_stack(cfg: Config, prepared: Prepared, stats: dict[str, Any] | None = No
               ) -> tuple[float, list[list[float]], list[float]]:
     """Seconds of `Search.run_search` (the executor, ledger, MLflow, checkpoints), the
     genomes it evaluated and when each finished (seconds since the start). Ray is already
-    up and the base model and ScoreTable prepared: both are one-off costs of a search."""
+    up and the base model and ScoreTable prepared: both are one-off costs of a search.
+    `stats` gets the pool's counts, the driver's CPU seconds and each candidate's own time."""
     with tempfile.TemporaryDirectory() as tmp:
         run = RunDir.create(Path(tmp) / "runs", cfg.name, cfg.to_dict())
         tracker = Tracker(f"sqlite:///{tmp}/mlflow.db", "bench")
@@ -52,14 +53,16 @@ def run_stack(cfg: Config, prepared: Prepared, stats: dict[str, Any] | None = No
             record(*args)
             done.append(time.perf_counter() - t0)
 
-        search.on_complete = on_complete  # type: ignore[method-assign]
-        t0 = time.perf_counter()
+        search.on_complete = on_complete  # type: ignore[method-assign,assignment]
+        cpu0, t0 = time.process_time(), time.perf_counter()
         search.run_search()
         seconds = time.perf_counter() - t0
-        if stats is not None and search.pool_stats is not None:
-            stats.update(vars(search.pool_stats))
         tracker.finish()
         records = run.records()
+        if stats is not None:
+            stats.update(vars(search.pool_stats) if search.pool_stats else {})
+            stats["driver_cpu_seconds"] = time.process_time() - cpu0
+            stats["candidate_seconds"] = [r["result"]["timings"]["total"] for r in records]
     assert len(records) == cfg.search.budget, len(records)
     return seconds, [r["genome"] for r in records], done
 

@@ -6,7 +6,9 @@ at every generation) and the steady-state one (none), on the resident actor pool
 default executor) and on Ray Tune trials. Goal: >= 1.8x with 2 workers on actors, for
 both algorithms, with exactly W actor processes started. Also reported: the steady-state
 speed-up (time per candidate after each worker's first, i.e. without the one-off actor
-starts). Results of executors not rerun are kept (`--executors actors` reruns one).
+starts), the candidates' own time with 2 workers over 1 (what sharing 2 cores with the
+driver and Ray's daemons costs each candidate) and the driver's CPU seconds. Results of
+executors not rerun are kept (`--executors actors` reruns one).
 
     python -m benchmarks.scaling --repeats 3
 """
@@ -40,6 +42,8 @@ def main() -> None:
             ws = ws or workspace(configs[1])
             rates: dict[int, list[float]] = {1: [], 2: []}
             started: dict[int, list[int]] = {1: [], 2: []}
+            own: dict[int, list[float]] = {1: [], 2: []}
+            driver_cpu: dict[int, list[float]] = {1: [], 2: []}
             speedups, steady = [], []
             for i in range(args.repeats):
                 seconds, span = {}, {}
@@ -48,8 +52,10 @@ def main() -> None:
                     seconds[w], _, done = run_stack(cfg, ws, stats)
                     span[w] = (done[-1] - done[w - 1]) / (len(done) - w)  # after the starts
                     rates[w].append(60 * cfg.search.budget / seconds[w])
-                    if stats:
+                    if "actors_started" in stats:
                         started[w].append(stats["actors_started"])
+                    own[w].append(statistics.median(stats["candidate_seconds"]))
+                    driver_cpu[w].append(stats["driver_cpu_seconds"])
                 speedups.append(seconds[1] / seconds[2])
                 steady.append(span[1] / span[2])
                 print(f"{executor} {algo} repeat {i}: 1 worker {seconds[1]:.1f}s  2 workers "
@@ -59,10 +65,14 @@ def main() -> None:
                 "candidates_per_minute": {str(w): r for w, r in rates.items()},
                 "speedups": speedups, "steady_state_speedups": steady,
                 "actors_started": {str(w): s for w, s in started.items() if s},
+                "candidate_seconds_median": {str(w): s for w, s in own.items()},
+                "driver_cpu_seconds": {str(w): s for w, s in driver_cpu.items()},
                 "median": {"candidates_per_minute_1": statistics.median(rates[1]),
                            "candidates_per_minute_2": statistics.median(rates[2]),
                            "speedup": statistics.median(speedups),
-                           "steady_state_speedup": statistics.median(steady)}}
+                           "steady_state_speedup": statistics.median(steady),
+                           "candidate_slowdown": statistics.median(
+                               b / a for a, b in zip(own[1], own[2], strict=True))}}
     previous = RESULTS / "scaling.json"  # executors not rerun keep their last results
     if previous.exists():
         old = json.loads(previous.read_text())
