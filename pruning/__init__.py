@@ -26,6 +26,7 @@ from .models import create_model, get_model, list_models, load_checkpoint, regis
 from .plan import Plan, decode_plan, keep_count, ratio_slots
 from .scores import DEFAULT_POOL, ScoreTable, compute_scores
 from .surgery import ChannelGroup, GroupMap, apply_plan, fuse_filters
+from .targets import Targets
 from .train import DivergedError, adaptive_bn, evaluate, finetune, train
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "Plan",
     "ScoreTable",
     "Split",
+    "Targets",
     "TensorLoader",
     "TensorSplit",
     "adaptive_bn",

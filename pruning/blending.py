@@ -66,6 +66,17 @@ class GroupClustering:
                          for k in range(int(self.labels.max()) + 1)])
 
 
+def _labels(rho: np.ndarray, threshold: float) -> np.ndarray:
+    """Average-linkage clusters of 1 - rho cut at `threshold`, numbered by first member."""
+    if len(rho) == 1:
+        return np.zeros(1, dtype=np.int64)
+    dist = squareform(1.0 - rho, checks=False)
+    tree = linkage(np.clip(dist, 0.0, None), method="average")
+    raw = fcluster(tree, t=threshold, criterion="distance")
+    order = {lab: i for i, lab in enumerate(dict.fromkeys(raw))}
+    return np.array([order[lab] for lab in raw], dtype=np.int64)
+
+
 def cluster_group(scores: np.ndarray, criteria: Sequence[str],
                   threshold: float = 0.1) -> GroupClustering:
     """Cluster the K criteria of one group; `scores` is (K, n)."""
@@ -73,16 +84,7 @@ def cluster_group(scores: np.ndarray, criteria: Sequence[str],
         raise ValueError(f"criteria.cluster_threshold must be in [0, 2], got {threshold}")
     z = rank_normalise(scores)
     rho = _spearman(z)
-    k = len(criteria)
-    if k == 1:
-        labels = np.zeros(1, dtype=np.int64)
-    else:
-        dist = squareform(1.0 - rho, checks=False)
-        tree = linkage(np.clip(dist, 0.0, None), method="average")
-        raw = fcluster(tree, t=threshold, criterion="distance")
-        # Renumber clusters by first member, so labels are stable and 0-based.
-        order = {lab: i for i, lab in enumerate(dict.fromkeys(raw))}
-        labels = np.array([order[lab] for lab in raw], dtype=np.int64)
+    labels = _labels(rho, threshold)
     return GroupClustering(tuple(criteria), rho, labels, z)
 
 
@@ -94,7 +96,7 @@ class Blender:
     """
 
     def __init__(self, table: ScoreTable, threshold: float = 0.1) -> None:
-        self.criteria = tuple(table.criteria)
+        self.criteria, self.threshold = tuple(table.criteria), threshold
         self.clusterings = {g: cluster_group(table.matrix(g), table.criteria, threshold)
                             for g in table.groups}
         self._membership: dict[str, np.ndarray] = {}
@@ -104,6 +106,14 @@ class Blender:
             m[cl.labels, np.arange(len(self.criteria))] = 1.0
             self._membership[g] = m / m.sum(1, keepdims=True)  # rows average member alphas
             self._condensed[g] = cl.condensed()
+
+    def model_clusters(self) -> list[list[int]]:
+        """Criteria that agree over the whole model (criterion indices, by first member):
+        the same clustering on the per-group rho averaged with channel-count weights."""
+        sizes = np.array([cl.z.shape[1] for cl in self.clusterings.values()], dtype=np.float64)
+        rho = sum(w * cl.rho for w, cl in zip(sizes, self.clusterings.values())) / sizes.sum()
+        labels = _labels(np.asarray(rho), self.threshold)
+        return [[int(i) for i in np.flatnonzero(labels == k)] for k in range(labels.max() + 1)]
 
     def blend(self, alpha: Sequence[float] | np.ndarray) -> dict[str, np.ndarray]:
         """group -> b = sum_c w_c z_c / sum_c w_c, w_c the mean alpha of cluster c.

@@ -1,13 +1,15 @@
 """Genomes: where each gene sits, and what a genome decodes to without touching weights.
 
 A genome is `[alpha_1..alpha_K, r_1..r_S]` (design §2.4): one calibration factor per
-criterion, then one ratio (or threshold) per slot. `GenomeLayout` knows the bounds and
-the slot of every group; `Decoder` blends the criteria with the alphas, decodes a plan,
-predicts its cost, and proposes the search's seed genomes.
+criterion, then one ratio (or threshold) per slot; with FLOPs targets, one more gene picks
+the target and the ratios become a profile repaired onto it (`targets`). `GenomeLayout`
+knows the bounds and the slot of every group; `Decoder` blends the criteria with the
+alphas, decodes a plan, predicts its cost, and proposes the search's seed genomes.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,13 +21,15 @@ from .cost import CostModel
 from .plan import ENCODINGS, Plan, decode_plan, ratio_slots
 from .scores import ScoreTable
 from .surgery import GroupMap
+from .targets import Targets, global_profile, repair
 
 __all__ = ["Decoder", "GenomeLayout"]
 
 
 @dataclass(frozen=True)
 class GenomeLayout:
-    """Where each gene sits: `[alpha_1..alpha_K, r_1..r_S]` (design §2.4)."""
+    """Where each gene sits: `[alpha_1..alpha_K, r_1..r_S]` (design §2.4), then the
+    target gene when `targets` is set."""
 
     criteria: tuple[str, ...]
     slots: tuple[str, ...]
@@ -34,6 +38,7 @@ class GenomeLayout:
     max_ratio: float = 0.8
     min_channels: int = 4
     round_to: int = 1
+    targets: Targets | None = None
 
     def __post_init__(self) -> None:
         if self.encoding not in ENCODINGS:
@@ -53,12 +58,12 @@ class GenomeLayout:
         return cls(tuple(table.criteria), tuple(slots), tuple(slot_of), **options)
 
     def __len__(self) -> int:
-        return len(self.criteria) + len(self.slots)
+        return len(self.criteria) + len(self.slots) + (self.targets is not None)
 
     def bounds(self) -> tuple[list[float], list[float]]:
         """Lower and upper bound of every gene."""
-        n_a, n_s = len(self.criteria), len(self.slots)
-        return [0.0] * (n_a + n_s), [1.0] * n_a + [self.max_ratio] * n_s
+        n_a, n_s, n_t = len(self.criteria), len(self.slots), int(self.targets is not None)
+        return [0.0] * (n_a + n_s + n_t), [1.0] * n_a + [self.max_ratio] * n_s + [1.0] * n_t
 
     def split(self, genome: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
         g = np.asarray(genome, dtype=np.float64)
@@ -66,16 +71,28 @@ class GenomeLayout:
             raise ValueError(f"genome: expected {len(self)} genes, got {g.shape}")
         if not np.all(np.isfinite(g)):
             raise ValueError("genome: genes must be finite")
-        alpha = np.clip(g[: len(self.criteria)], 0.0, 1.0)
-        values = np.clip(g[len(self.criteria):], 0.0, self.max_ratio)
+        n_a, n_s = len(self.criteria), len(self.slots)
+        alpha = np.clip(g[:n_a], 0.0, 1.0)
+        values = np.clip(g[n_a:n_a + n_s], 0.0, self.max_ratio)
         return alpha, values
 
-    def make(self, alpha: Sequence[float], values: float | Sequence[float]) -> list[float]:
-        """A genome from alphas and one value per slot (a scalar means uniform)."""
+    def target(self, genome: Sequence[float]) -> float | None:
+        """The FLOPs target the genome is pruned onto (None: its ratios are used as they are)."""
+        return None if self.targets is None else self.targets.at(genome[-1])
+
+    def make(self, alpha: Sequence[float], values: float | Sequence[float],
+             target: float | None = None) -> list[float]:
+        """A genome from alphas, one value per slot (a scalar means uniform) and, with
+        targets, the FLOPs target."""
+        if (target is None) != (self.targets is None):
+            raise ValueError("genome: a FLOPs target is needed exactly when the layout has "
+                             "targets")
         if isinstance(values, (int, float, np.floating)):
-            return [float(a) for a in alpha] + [float(values)] * len(self.slots)
-        vals = [float(v) for v in values]
-        return [float(a) for a in alpha] + vals
+            vals = [float(values)] * len(self.slots)
+        else:
+            vals = [float(v) for v in values]
+        tail = [] if self.targets is None or target is None else [self.targets.gene(target)]
+        return [float(a) for a in alpha] + vals + tail
 
 
 class Decoder:
@@ -92,21 +109,36 @@ class Decoder:
     def decode(self, genome: Sequence[float]) -> Plan:
         alpha, values = self.layout.split(genome)
         blended = self.blender.blend(alpha)
+        target = self.layout.target(genome)
+        if target is None:
+            return self._plan(blended, values)
+        return repair(values, self.layout.max_ratio, lambda v: self._plan(blended, v),
+                      self.plan_flops_ratio, target)
+
+    def _plan(self, blended: dict[str, np.ndarray], values: Sequence[float] | np.ndarray
+              ) -> Plan:
         return decode_plan(blended, values, self.layout.slot_of,
                            encoding=self.layout.encoding, min_channels=self.layout.min_channels,
                            round_to=self.layout.round_to)
 
+    def plan_flops_ratio(self, plan: Plan) -> float:
+        return self.cost.predict(plan)[0] / self.cost.base_flops
+
     def flops_ratio(self, genome: Sequence[float]) -> float:
         """Predicted FLOPs of the genome's plan over the base model's."""
-        return self.cost.predict(self.decode(genome))[0] / self.cost.base_flops
+        return self.plan_flops_ratio(self.decode(genome))
+
+    def _uniform_ratio(self, alpha: Sequence[float] | np.ndarray, value: float) -> float:
+        """FLOPs ratio of `alpha`'s plan at one value in every slot (never repaired)."""
+        values = np.full(len(self.layout.slots), value)
+        return self.plan_flops_ratio(self._plan(self.blender.blend(alpha), values))
 
     def min_flops_ratio(self) -> float:
         """The smallest FLOPs ratio any genome reaches (every slot at its upper bound)."""
-        lo, hi = self.layout.bounds()
-        n_a = len(self.layout.criteria)
+        top = self.layout.max_ratio
         if self.layout.encoding == "threshold":
-            hi = hi[:n_a] + [min(0.999, v) for v in hi[n_a:]]
-        return self.flops_ratio([1.0] * n_a + hi[n_a:])
+            top = min(0.999, top)
+        return self._uniform_ratio(np.ones(len(self.layout.criteria)), top)
 
     def spread_seeds(self, budget: float, count: int, criteria: Sequence[int] | None = None
                      ) -> list[tuple[str, list[float]]]:
@@ -135,13 +167,50 @@ class Decoder:
         Bisection: the FLOPs of a uniform plan fall monotonically as the value grows.
         """
         upper = self.layout.max_ratio
-        if self.flops_ratio(self.layout.make(alpha, 0.0)) <= target:
+        if self._uniform_ratio(alpha, 0.0) <= target:
             return 0.0
         lo, hi = 0.0, upper
         while hi - lo > tol:
             mid = (lo + hi) / 2
-            if self.flops_ratio(self.layout.make(alpha, mid)) <= target:
+            if self._uniform_ratio(alpha, mid) <= target:
                 hi = mid
             else:
                 lo = mid
         return hi
+
+    def target_seeds(self, count: int, criteria: Sequence[int] | None = None
+                     ) -> list[tuple[str, list[float]]]:
+        """Seeds at FLOPs targets: every criterion cluster (or each of `criteria`) at every
+        target at uniform ratios, then the same criteria's LAMP-style global profiles, each
+        plan once, at most `count`. Criteria and targets are interleaved so a short list
+        still covers both. Names read `criterion@target` and `criterion-global@target`.
+        """
+        targets = self.layout.targets
+        if targets is None:
+            raise ValueError("genome: target seeds need a layout with targets")
+        names, top = self.layout.criteria, self.layout.max_ratio
+        reps = list(criteria) if criteria is not None else \
+            [members[0] for members in self.blender.model_clusters()]
+        levels = targets.seeding
+        n_c, n_t = len(reps), len(levels)
+        cycle = math.lcm(n_c, n_t)  # the first max(n_c, n_t) pairs already cover both
+        order = [(reps[i % n_c], levels[(i + i // cycle) % n_t]) for i in range(n_c * n_t)]
+        candidates = []
+        for k, t in order:
+            candidates.append((f"{names[k]}@{t:g}",
+                               self.layout.make(np.eye(len(names))[k], min(0.5, top), t)))
+        for k, t in order:
+            scores = [self.table.matrix(g)[k] for g in self.table.groups]
+            profile = global_profile(scores, self.layout.slot_of, len(self.layout.slots),
+                                     1.0 - float(np.sqrt(t)), top)
+            candidates.append((f"{names[k]}-global@{t:g}",
+                               self.layout.make(np.eye(len(names))[k], profile, t)))
+        seeds, seen = [], set()
+        for name, genome in candidates:
+            key = tuple(tuple(v) for v in self.decode(genome).to_dict().values())
+            if key not in seen:
+                seen.add(key)
+                seeds.append((name, genome))
+            if len(seeds) == count:
+                break
+        return seeds

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ENCODINGS", "GRANULARITIES", "Plan", "decode_plan", "keep_count", "ratio_slots"]
 
-GRANULARITIES = ("group", "stage")
+GRANULARITIES = ("group", "stage", "stage_role")
 ENCODINGS = ("ratio", "threshold")
 
 
@@ -59,7 +59,10 @@ def ratio_slots(groups: Iterable[ChannelGroup], granularity: str) -> tuple[list[
     """Slot names and, per group (in order), the index of the slot it reads its ratio from.
 
     `group` gives every group its own slot; `stage` lets the groups of one output
-    resolution share one (fewer genes on deep nets).
+    resolution share one (fewer genes on deep nets); `stage_role` gives each stage two,
+    one for its residual width (groups coupled across blocks, several producers) and one
+    for its internal widths (a block's inner convs): the structure of a ResNet in a few
+    genes.
     """
     if granularity not in GRANULARITIES:
         raise ValueError(f"genome.granularity: must be one of {GRANULARITIES}, "
@@ -67,7 +70,9 @@ def ratio_slots(groups: Iterable[ChannelGroup], granularity: str) -> tuple[list[
     slots: list[str] = []
     slot_of: list[int] = []
     for g in groups:
-        key = g.name if granularity == "group" else g.stage
+        key = {"group": g.name, "stage": g.stage,
+               "stage_role": f"{g.stage}/{'residual' if len(g.producers) > 1 else 'internal'}"
+               }[granularity]
         if key not in slots:
             slots.append(key)
         slot_of.append(slots.index(key))

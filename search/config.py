@@ -18,6 +18,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -104,8 +105,9 @@ class CriteriaConfig(_Section):
 class GenomeConfig(_Section):
     encoding: Literal["ratio", "threshold"] = Field(
         "ratio", description="a gene is a layer's pruning ratio, or a score threshold")
-    granularity: Literal["group", "stage"] = Field(
-        "group", description="one gene per prunable group, or per stage of equal width")
+    granularity: Literal["group", "stage", "stage_role"] = Field(
+        "group", description="one gene per prunable group, per stage of equal width, or "
+                             "per stage and role (residual width, internal widths)")
     max_ratio: float = Field(0.8, ge=0, lt=1, description="upper bound of every ratio gene")
     min_channels: int = Field(4, ge=1, description="channels every layer keeps at least")
     round_to: int = Field(1, ge=1, description="kept channels are rounded to a multiple")
@@ -117,6 +119,35 @@ class ConstraintsConfig(_Section):
     max_flops_ratio: float = Field(1.0, gt=0, le=1,
                                    description="feasible candidates keep at most this "
                                                "fraction of the base model's FLOPs")
+    flops_targets: list[float] | None = Field(
+        None, min_length=1, description="prune every candidate onto one of these FLOPs "
+                                        "ratios (a gene picks which): candidates compete at "
+                                        "the FLOPs asked for")
+    min_flops_ratio: float | None = Field(
+        None, gt=0, le=1, description="with max_flops_ratio, a range every candidate is "
+                                      "pruned onto (a gene picks where)")
+
+    @field_validator("flops_targets")
+    @classmethod
+    def _targets(cls, targets: list[float] | None, info: ValidationInfo) -> list[float] | None:
+        if targets is None:
+            return None
+        if targets != sorted(set(targets)):
+            raise ValueError("must be ascending and distinct")
+        budget = info.data.get("max_flops_ratio", 1.0)
+        if not (0 < targets[0] and targets[-1] <= budget):
+            raise ValueError(f"every target must be in (0, max_flops_ratio={budget}]")
+        return targets
+
+    @field_validator("min_flops_ratio")
+    @classmethod
+    def _range(cls, lo: float | None, info: ValidationInfo) -> float | None:
+        if lo is not None and info.data.get("flops_targets") is not None:
+            raise ValueError("give flops_targets or min_flops_ratio, not both")
+        budget = info.data.get("max_flops_ratio", 1.0)
+        if lo is not None and lo >= budget:
+            raise ValueError(f"must be below max_flops_ratio={budget}")
+        return lo
 
 
 class EvaluationConfig(_Section):

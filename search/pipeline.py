@@ -41,7 +41,8 @@ def _fmt_time(seconds: float) -> str:
 
 
 def seed_genomes(prepared: Prepared, cfg: Config) -> list[tuple[str, list[float]]]:
-    """Generation 0's single-criterion genomes, spread from the budget down the FLOPs range.
+    """Generation 0's single-criterion genomes, spread from the budget down the FLOPs range
+    (with FLOPs targets: every criterion cluster at every target, see `target_seeds`).
 
     Three quarters of the population (at least one seed per criterion where it fits); the
     rest stays random for diversity. Without a budget (max_flops_ratio = 1) the seeds start
@@ -50,10 +51,15 @@ def seed_genomes(prepared: Prepared, cfg: Config) -> list[tuple[str, list[float]
     budget = cfg.constraints.max_flops_ratio
     population = cfg.search.population
     count = max(1, population - population // 4)
-    return prepared.decoder.spread_seeds(budget if budget < 1.0 else 0.5, count)
+    decoder = prepared.decoder
+    if decoder.layout.targets is not None:  # criterion clusters at targets, interleaved
+        return decoder.target_seeds(count)
+    return decoder.spread_seeds(budget if budget < 1.0 else 0.5, count)
 
 
 class Search:
+    evaluator_actor: type | None = None  # the worker class if not EvaluatorActor (a stub)
+
     def __init__(self, cfg: Config, run: RunDir, prepared: Prepared, tracker: Tracker) -> None:
         self.cfg, self.run, self.prepared, self.tracker = cfg, run, prepared, tracker
         self.objectives = Objectives(tuple(cfg.objectives), cfg.constraints.max_flops_ratio)
@@ -208,10 +214,11 @@ class Search:
                        storage=str((self.run.path / "tune").resolve()),
                        name=f"trials-{len(self.records):04d}")
         else:
-            from .actor_pool import run_actors
+            from .actor_pool import EvaluatorActor, run_actors
 
             stats = run_actors(resident, self.strategy, self.on_complete, self.cfg.search,
-                               num_samples=remaining, log=_log)
+                               num_samples=remaining, log=_log,
+                               actor=self.evaluator_actor or EvaluatorActor)
             self.pool_stats = stats
             _log(f"workers: {stats.actors_started} started, {stats.restarts} restarted, "
                  f"{stats.requeued} candidates requeued")

@@ -31,6 +31,7 @@ from pruning import (
     Loader,
     ScoreTable,
     Split,
+    Targets,
     compute_scores,
     create_model,
     evaluate,
@@ -125,11 +126,21 @@ def validate(cfg: Config) -> Inputs:
     return inputs
 
 
+def targets(cfg: Config) -> Targets | None:
+    """The FLOPs targets candidates are pruned onto, if the constraints name any."""
+    c = cfg.constraints
+    if c.flops_targets:
+        return Targets(tuple(c.flops_targets))
+    if c.min_flops_ratio is not None:
+        return Targets(span=(c.min_flops_ratio, c.max_flops_ratio))
+    return None
+
+
 def _layout(cfg: Config, table: ScoreTable, group_map: GroupMap) -> GenomeLayout:
     g = cfg.genome
     return GenomeLayout.build(table, group_map, granularity=g.granularity, encoding=g.encoding,
                               max_ratio=g.max_ratio, min_channels=g.min_channels,
-                              round_to=g.round_to)
+                              round_to=g.round_to, targets=targets(cfg))
 
 
 def _check_budget(inputs: Inputs) -> None:
@@ -141,6 +152,14 @@ def _check_budget(inputs: Inputs) -> None:
     decoder = Decoder(table, _layout(cfg, table, inputs.group_map),
                       CostModel(inputs.model, inputs.group_map, inputs.example_input))
     floor = decoder.min_flops_ratio()
+    c = cfg.constraints
+    lowest = c.flops_targets[0] if c.flops_targets else c.min_flops_ratio
+    if lowest is not None and floor > lowest:
+        key = "flops_targets" if c.flops_targets else "min_flops_ratio"
+        raise ConfigError(
+            f"constraints.{key}: {lowest} is below the smallest reachable FLOPs ratio "
+            f"{floor:.3f} (genome.max_ratio={cfg.genome.max_ratio}, genome.min_channels="
+            f"{cfg.genome.min_channels})")
     if floor > cfg.constraints.max_flops_ratio:
         raise ConfigError(
             f"constraints.max_flops_ratio: {cfg.constraints.max_flops_ratio} is below the "

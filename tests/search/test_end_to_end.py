@@ -107,6 +107,19 @@ def test_nan_candidates_are_failed_and_search_completes(env, capsys):
     assert all("DivergedError" in c.data.params["failure"] for c in children)
 
 
+def test_search_at_flops_targets_prunes_every_candidate_onto_one(env, capsys):
+    uri = f"sqlite:///{env / 'targets'}.db"
+    assert main(["search", *FAST, "--set", "constraints.flops_targets=[0.3,0.5]",
+                 "--tracking-uri", uri, "--output-dir", str(env / "runs-targets")]) == 0
+    client, parents, children = mlflow_runs(uri)
+    assert sum(c.info.status == "FINISHED" for c in children) == BUDGET
+    ratios = [c.data.metrics["flops_ratio"] for c in children]
+    assert all(0.28 <= r <= 0.3 or 0.48 <= r <= 0.5 for r in ratios), ratios
+    seeds = {c.data.params["seed"] for c in children} - {""}
+    assert {s.split("@")[1] for s in seeds} == {"0.3", "0.5"}  # every target seeded
+    check_front(client, parents[0], children)
+
+
 def _cli(*args):
     return [sys.executable, "-m", "search.cli", *args]
 

@@ -1,0 +1,121 @@
+import numpy as np
+import pytest
+
+from pruning import (
+    CostModel,
+    Decoder,
+    GenomeLayout,
+    GroupMap,
+    ScoreTable,
+    TensorLoader,
+    compute_scores,
+)
+from pruning.blending import Blender
+from pruning.targets import Targets, global_profile, lamp_scores
+
+POOL = ["l1", "l2", "fpgm", "bn_gamma", "taylor", "apoz"]
+
+
+@pytest.fixture(scope="module")
+def parts(digits_base):
+    b = digits_base
+    model = b["model"]
+    x = b["train"][0][:1].float()
+    gm = GroupMap(model, x)
+    batches = TensorLoader(*b["train"], batch_size=128, mean=b["mean"], std=b["std"]).batches(2)
+    table = compute_scores(model, gm, POOL, batches)
+    return table, gm, CostModel(model, gm, x)
+
+
+def decoder(parts, targets, **options):
+    table, gm, cost = parts
+    layout = GenomeLayout.build(table, gm, max_ratio=0.8, min_channels=4, targets=targets,
+                                **options)
+    return Decoder(table, layout, cost)
+
+
+def test_targets_pick_by_gene_and_reject_bad_lists():
+    t = Targets((0.25, 0.3, 0.5))
+    assert [t.at(g) for g in (0.0, 0.33, 0.34, 0.99, 1.0)] == [0.25, 0.25, 0.3, 0.5, 0.5]
+    assert all(t.at(t.gene(v)) == v for v in t.values)
+    r = Targets(span=(0.2, 0.6))
+    assert r.at(0.5) == pytest.approx(0.4) and r.gene(0.3) == pytest.approx(0.25)
+    assert r.seeding == pytest.approx((0.2, 0.2 + 0.4 / 3, 0.2 + 0.8 / 3, 0.6))
+    for bad in [dict(values=(0.5, 0.3)), dict(values=(0.0,)), dict(), dict(span=(0.5, 0.4))]:
+        with pytest.raises(ValueError, match="targets"):
+            Targets(**bad)
+
+
+def test_lamp_scores_and_global_profile_by_hand():
+    np.testing.assert_allclose(lamp_scores(np.array([2.0, 1.0, 3.0])), [4 / 13, 1 / 14, 1.0])
+    # Group A [1,1,1,1] -> .25 .333 .5 1; group B [1,2,3] -> .071 .308 1. The 3/7 quantile
+    # of all seven lies between .308 and .333: A loses one channel of 4, B two of 3.
+    ratios = global_profile([np.ones(4), np.array([1.0, 2.0, 3.0])], [0, 1], 2, 3 / 7, 0.8)
+    assert ratios == pytest.approx([0.25, 2 / 3])
+    assert global_profile([np.ones(4), np.array([1.0, 2.0, 3.0])], [0, 0], 1, 3 / 7, 0.5) == \
+        pytest.approx([(0.25 + 0.5) / 2])  # one shared slot: the mean, B capped at 0.5
+
+
+def test_every_genome_is_repaired_onto_its_target(parts):
+    dec = decoder(parts, Targets((0.3, 0.5)))
+    lo, hi = dec.layout.bounds()
+    assert len(lo) == len(dec.layout) == len(POOL) + len(dec.layout.slots) + 1
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        genome = list(rng.uniform(lo, hi))
+        target = dec.layout.target(genome)
+        assert target in (0.3, 0.5)
+        assert target - 0.02 <= dec.flops_ratio(genome) <= target
+    # The shape of the profile survives: a slot pruned harder than another stays so.
+    alpha = np.eye(len(POOL))[0]
+    profile = np.linspace(0.0, 0.6, len(dec.layout.slots))
+    plan = dec.decode(dec.layout.make(alpha, profile, 0.5))
+    kept = [len(v) / len(s) for v, s in zip(plan.kept.values(),
+                                            dec.blender.blend(alpha).values())]
+    assert kept[0] > kept[len(kept) // 2] > kept[-1]
+    with pytest.raises(ValueError, match="FLOPs target is needed"):
+        dec.layout.make(alpha, 0.5)
+
+
+def test_unreachable_target_gives_the_smallest_plan(parts):
+    dec = decoder(parts, Targets((0.01,)))
+    genome = dec.layout.make(np.ones(len(POOL)), 0.0, 0.01)
+    assert dec.flops_ratio(genome) == pytest.approx(dec.min_flops_ratio())
+
+
+def test_target_seeds_cover_every_cluster_at_every_target_once(parts):
+    dec = decoder(parts, Targets((0.3, 0.4, 0.5)))
+    clusters = dec.blender.model_clusters()
+    assert sorted(i for c in clusters for i in c) == list(range(len(POOL)))
+    seeds = dec.target_seeds(100)
+    uniform = [n for n, _ in seeds if "-global" not in n]
+    reps = {POOL[c[0]] for c in clusters}
+    assert {n.split("@")[0] for n in uniform} == reps
+    assert len(uniform) == len(reps) * 3
+    plans = [tuple(map(tuple, dec.decode(g).to_dict().values())) for _, g in seeds]
+    assert len(set(plans)) == len(plans)  # each plan once
+    for name, genome in seeds:
+        t = float(name.split("@")[1])
+        assert t - 0.02 <= dec.flops_ratio(genome) <= t
+    short = dec.target_seeds(3)  # a short list still spreads over targets
+    assert sorted(float(n.split("@")[1]) for n, _ in short) == [0.3, 0.4, 0.5]
+
+
+def test_model_clusters_join_criteria_that_rank_alike_in_every_group():
+    rng = np.random.default_rng(0)
+    scores = {}
+    for g, n in (("a", 16), ("b", 32)):
+        x = rng.random(n)
+        scores[g] = {"l1": x, "l2": x ** 2, "noise": rng.random(n)}
+    table = ScoreTable(["a", "b"], ["l1", "noise", "l2"], scores)
+    assert Blender(table, 0.1).model_clusters() == [[0, 2], [1]]
+
+
+def test_stage_role_gives_each_stage_a_residual_and_an_internal_gene(parts):
+    table, gm, _ = parts
+    layout = GenomeLayout.build(table, gm, granularity="stage_role")
+    assert sorted(layout.slots) == sorted(f"{s}/{r}" for s in ("8x8", "4x4", "2x2")
+                                          for r in ("residual", "internal"))
+    for name, slot in zip(table.groups, layout.slot_of):
+        residual = len(gm[name].producers) > 1
+        assert layout.slots[slot].endswith("/residual") == residual
