@@ -1,14 +1,28 @@
-"""Pareto quality on real data: blended search vs single criteria vs baselines, same budget.
+"""Pareto quality on real data: blendprune's search against every single criterion, random
+search and Optuna, at matched FLOPs and equal budget.
 
-For one dataset (Fashion-MNIST or CIFAR-10, ResNet-20 trained here) and every method:
-  deap-nsga2      the blended pool: alphas + per-layer ratios (blendprune's default)
-  fixed-alpha     ablation: the same NSGA-II over per-layer ratios, alpha fixed to the best
-                  single criterion (isolates what blending adds)
-  random, optuna-nsga2, optuna-tpe   baselines on the same genome
-  single          each criterion alone at uniform ratios swept over the same FLOPs range
-Every method gets the same number of evaluations, all with common random numbers. Then
-each method's best holdout candidate at <= 50% and <= 30% of base FLOPs is fine-tuned
-longer with several seeds and scored on the test split.
+The base model is the committed ResNet-20 of `benchmarks.base_models`. Every candidate of
+every method is pruned onto one of the FLOPs `--targets` (the product's target repair),
+scored on the holdout after adaptive BN and a brief fine-tune, with common random numbers,
+and recorded with its BN-only accuracy and its wall time. Methods:
+
+  blendprune     the product's search: NSGA-II over blended criteria and ratio profiles,
+                 seeded with every criterion cluster at every target
+  ratios-only    ablation: the same search with one criterion, picked inside its own
+                 budget by screening each cluster's uniform plan at the middle target
+  random, optuna-nsga2, optuna-tpe   the same genome and repair, unseeded
+  single         each criterion at uniform ratios at each target (a baseline, no search)
+
+Every search gets the same number of candidates per search seed, duplicates of an
+evaluated plan skipped as in the product. At each target, the best holdout candidate of
+each (method, search seed) within [t - 0.02, t], and the single criterion best on the
+holdout there, are fine-tuned longer and scored on the test split: `--final-seeds`
+fine-tune seeds per search seed, and the single criterion with every one of them, so each
+difference pairs two models fine-tuned on the very same batches. The result's `summary` holds test accuracy at matched FLOPs (mean and 95%
+interval), the default method minus the best single criterion paired by fine-tune seed,
+the attainment hypervolume over [lowest target, budget] (`benchmarks.matched`) and the
+compute seconds. Searches and final fine-tunes are kept in the cache as they finish, so a
+run stopped midway (or split across sessions) resumes where it was.
 
     python -m benchmarks.pareto_quality --dataset fashion-mnist --seeds 0 1 2 --jobs 2
 """
@@ -16,6 +30,7 @@ longer with several seeds and scored on the test split.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import multiprocessing as mp
 import statistics
@@ -26,82 +41,55 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks._common import (
-    CACHE,
-    DEFAULT_DATA_ROOT,
-    RESULTS,
-    candidate_settings,
-    cifar10_npz,
-    write_result,
-)
+from benchmarks._common import CACHE, DEFAULT_DATA_ROOT, RESULTS, candidate_settings, write_result
+from benchmarks.base_models import HOLDOUT, base_model, load, test_accuracy
+from benchmarks.matched import attainment, interval, paired, pick_at
 from pruning import (
-    DEFAULT_POOL,
     Evaluator,
     GenomeLayout,
     GroupMap,
     Plan,
     ScoreTable,
+    Targets,
     TensorLoader,
     apply_plan,
     compute_scores,
-    create_model,
-    evaluate,
     finetune,
     holdout_split,
-    load_checkpoint,
-    load_dataset,
-    train,
 )
-from search.pareto import Objectives, hypervolume, non_dominated
+from search.pareto import Objectives, non_dominated
 from search.strategy import Problem, create_strategy
 
-TARGETS = (0.5, 0.3)
-
-
-def load(dataset: str, root: Path):
-    if dataset == "fashion-mnist":
-        return load_dataset("fashion-mnist", str(root / "fashion-mnist"))
-    npz = cifar10_npz(root)
-    if npz is None:
-        raise SystemExit(f"CIFAR-10 not found under {root}")
-    return load_dataset("npz", str(npz))
+DEFAULT = "blendprune"
+SEARCHES = (DEFAULT, "ratios-only", "random", "optuna-nsga2", "optuna-tpe")
+WIDTH = 0.02  # a pick at target t has FLOPs in [t - WIDTH, t]
+# What a search's result depends on (the cache key); finals are keyed by their steps too.
+SEARCH_SETTINGS = ("dataset", "targets", "pool", "budget", "population", "steps",
+                   "bn_batches")
 
 
 class Bench:
-    """Base model, ScoreTable and an Evaluator for one dataset, built once per process."""
+    """Base model, ScoreTable and evaluator of one dataset, built once per process."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        data = load(args.dataset, args.data_root)
-        self.data = data
-        self.tr, self.ho = holdout_split(data, args.holdout, seed=0)
-        self.mean, self.std = data.mean_std()
-        model = create_model("resnet20", data.num_classes, data.in_channels)
-        ckpt = CACHE / "bench" / f"resnet20-{args.dataset}-e{args.base_epochs}.pt"
-        if ckpt.exists():
-            load_checkpoint(model, str(ckpt))
-        else:
-            torch.manual_seed(0)
-            loader = TensorLoader(*self.tr, batch_size=128, mean=self.mean, std=self.std,
-                                  augment=True, pad=data.pad, flip=data.flip)
-            t0 = time.perf_counter()
-            train(model, loader, epochs=args.base_epochs, lr=0.1,
-                  on_epoch=lambda e, loss: print(f"  base epoch {e} loss {loss:.3f} "
-                                                 f"{time.perf_counter() - t0:.0f}s", flush=True))
-            ckpt.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(model.state_dict(), ckpt)
-        self.model = model.eval()
-        self.gm = GroupMap(model, self.tr[0][:1].float())
-        table_path = ckpt.with_suffix(".scores.npz")
+        self.data = load(args.dataset, args.data_root)
+        self.tr, self.ho = holdout_split(self.data, HOLDOUT, seed=0)
+        self.mean, self.std = self.data.mean_std()
+        self.model = base_model(args.dataset, self.data)
+        self.gm = GroupMap(self.model, self.tr.x[:1].float())
+        table_path = CACHE / "bench" / f"resnet20-{args.dataset}-{_digest(self.model)}.scores.npz"
         if table_path.exists():
             self.table = ScoreTable.load(table_path)
         else:
             batches = TensorLoader(*self.tr, batch_size=64, mean=self.mean,
                                    std=self.std).batches(8)
-            self.table = compute_scores(model, self.gm, DEFAULT_POOL, batches)
+            self.table = compute_scores(self.model, self.gm, args.pool, batches)
+            table_path.parent.mkdir(parents=True, exist_ok=True)
             self.table.save(table_path)
         self.layout = GenomeLayout.build(self.table, self.gm, granularity="group",
-                                         max_ratio=0.8, min_channels=4)
+                                         max_ratio=0.8, min_channels=4,
+                                         targets=Targets(tuple(args.targets)))
         self.evaluator = self.make_evaluator(seed=0)
 
     def make_evaluator(self, seed: int) -> Evaluator:
@@ -111,10 +99,16 @@ class Bench:
                          mean=self.mean, std=self.std, pad=self.data.pad, flip=self.data.flip,
                          settings=s)
 
-    def test_accuracy(self, model: torch.nn.Module) -> float:
-        loader = TensorLoader(self.data.x_test, self.data.y_test, batch_size=512, mean=self.mean,
-                              std=self.std, shuffle=False, drop_last=False)
-        return evaluate(model, loader)["accuracy"]
+    def uniform(self, k: int, target: float) -> list[float]:
+        """Criterion k alone at uniform ratios, repaired onto `target`."""
+        return self.layout.make(np.eye(len(self.layout.criteria))[k], 0.5, target)
+
+
+def _digest(model: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for v in model.state_dict().values():
+        h.update(v.cpu().numpy().tobytes())
+    return h.hexdigest()[:12]
 
 
 _BENCH: Bench | None = None
@@ -126,91 +120,191 @@ def _init(args: argparse.Namespace) -> None:
     _BENCH = Bench(args)
 
 
+def _bench() -> Bench:
+    assert _BENCH is not None
+    return _BENCH
+
+
 def _record(genome: list[float], res: Any) -> dict[str, Any]:
     return {"genome": [float(g) for g in genome], "accuracy": res.accuracy,
-            "flops_ratio": res.flops_ratio, "params_ratio": res.params_ratio,
-            "status": res.status, "plan": res.plan, "seconds": res.timings.get("total", 0.0)}
+            "bn_accuracy": res.bn_accuracy, "flops_ratio": res.flops_ratio,
+            "params_ratio": res.params_ratio, "status": res.status, "plan": res.plan,
+            "seconds": res.timings.get("total", 0.0)}
 
 
-def run_method(job: tuple[str, int, int | None]) -> dict[str, Any]:
-    """One (method, seed) search with the evaluator in this process (1 thread)."""
-    method, seed, fixed = job
-    b = _BENCH
-    assert b is not None
-    args = b.args
-    ev = b.evaluator
-    n_a = len(b.layout.criteria)
-    objectives = Objectives(("accuracy", "flops"), args.max_flops_ratio)
+def run_search(job: tuple[str, int]) -> dict[str, Any]:
+    """One (method, search seed): `budget` candidates with the evaluator in this process."""
+    method, seed = job
+    b = _bench()
+    args, ev = b.args, b.evaluator
     lo, hi = b.layout.bounds()
+    objectives = Objectives(("accuracy", "flops"), max(args.targets))
+    records: list[dict[str, Any]] = []
     seeds: list[tuple[float, ...]] = []
-    if method in ("deap-nsga2", "fixed-alpha"):  # the same seeding as `blendprune search`
-        count = args.population - args.population // 4
-        only = [fixed] if method == "fixed-alpha" else None
-        seeds = [tuple(g) for _, g in ev.decoder.spread_seeds(args.max_flops_ratio, count, only)]
-    if method == "fixed-alpha":  # alpha genes pinned to the one-hot of the best criterion
-        pinned = np.eye(n_a)[fixed]
-        lo = list(pinned) + lo[n_a:]
-        hi = list(pinned) + hi[n_a:]
-    problem = Problem(tuple(lo), tuple(hi), objectives, args.population, args.generations,
-                      seed, tuple(seeds))
-    strategy = create_strategy("deap-nsga2" if method == "fixed-alpha" else method, problem)
-    records, t0 = [], time.perf_counter()
+    population = args.population
+    t0 = time.perf_counter()
+
+    def plan_key(genome: Any) -> tuple[tuple[int, ...], ...]:
+        return tuple(tuple(v) for v in ev.decode(genome).to_dict().values())
+
+    if method in (DEFAULT, "ratios-only"):
+        criteria: list[int] | None = None
+        if method == "ratios-only":  # screen one uniform plan per cluster, keep the best
+            middle = args.targets[len(args.targets) // 2]
+            reps = [c[0] for c in ev.decoder.blender.model_clusters()]
+            for k in reps:
+                genome = b.uniform(k, middle)
+                records.append(_record(genome, ev.evaluate(genome)))
+            best = reps[int(np.argmax([r["accuracy"] for r in records]))]
+            criteria = [best]
+            pinned = list(np.eye(len(b.layout.criteria))[best])
+            n_a = len(pinned)
+            lo, hi = [*pinned, *lo[n_a:]], [*pinned, *hi[n_a:]]
+        screened = {plan_key(r["genome"]) for r in records}
+        seeds = [tuple(g) for _, g in ev.decoder.target_seeds(population - population // 4,
+                                                              criteria)
+                 if plan_key(g) not in screened]  # as `blendprune search` seeds
+    left = args.budget - len(records)
+    generations = -(-left // population)
+
+    problem = Problem(tuple(lo), tuple(hi), objectives, population, generations, seed,
+                      tuple(seeds), key=plan_key)
+    algorithm = "deap-nsga2" if method in (DEFAULT, "ratios-only") else method
+    strategy = create_strategy(algorithm, problem)
     n = 0
-    while not strategy.finished:
-        genome = strategy.suggest(f"t{n}")
-        assert genome is not None  # one worker: a generation always completes in order
+    while n < left and not strategy.finished:
+        proposed = strategy.suggest(f"t{n}")
+        assert proposed is not None  # one worker: a generation always completes in order
+        genome = list(proposed)
         res = ev.evaluate(genome)
         strategy.on_trial_complete(f"t{n}", res.to_dict())
         records.append(_record(genome, res))
         n += 1
-    print(f"  {method} seed {seed}: {n} candidates in {time.perf_counter() - t0:.0f}s",
-          flush=True)
+    print(f"  {method} seed {seed}: {len(records)} candidates in "
+          f"{time.perf_counter() - t0:.0f} s", flush=True)
     return {"method": method, "seed": seed, "records": records}
 
 
-def run_single(job: tuple[str, int, list[float]]) -> dict[str, Any]:
-    """One criterion at uniform ratios hitting each FLOPs target of the sweep."""
-    name, k, targets = job
-    b = _BENCH
-    assert b is not None
-    alpha = np.eye(len(b.layout.criteria))[k]
-    records = []
-    for t in targets:
-        genome = b.layout.make(alpha, b.evaluator.decoder.uniform_value_for(alpha, t))
-        records.append(_record(genome, b.evaluator.evaluate(genome)))
-    return {"method": f"single:{name}", "seed": 0, "records": records}
+def run_single(k: int) -> dict[str, Any]:
+    """Criterion k at uniform ratios at every target."""
+    b = _bench()
+    records = [_record(g, b.evaluator.evaluate(g))
+               for g in (b.uniform(k, t) for t in b.args.targets)]
+    return {"method": f"single:{b.layout.criteria[k]}", "seed": 0, "records": records}
 
 
-def run_noise(job: tuple[int, list[float]]) -> float:
-    seed, genome = job
-    assert _BENCH is not None
-    return _BENCH.make_evaluator(seed).evaluate(genome).accuracy
-
-
-def run_final(job: tuple[str, float, dict[str, list[int]], int]) -> dict[str, Any]:
-    method, target, plan, seed = job
-    b = _BENCH
-    assert b is not None
+def run_final(job: tuple[str, dict[str, list[int]], int]) -> tuple[str, float]:
+    """Fine-tune one picked plan longer with one seed; its test accuracy."""
+    key, plan, seed = job
+    b = _bench()
     torch.manual_seed(seed)
     model = apply_plan(b.model, b.gm, Plan.from_dict(plan))
     loader = TensorLoader(*b.tr, batch_size=128, mean=b.mean, std=b.std, augment=True,
                           pad=b.data.pad, flip=b.data.flip, seed=seed)
     finetune(model, loader.batches(b.args.final_steps), b.args.final_steps, lr=0.02)
-    return {"method": method, "target": target, "seed": seed,
-            "test_accuracy": b.test_accuracy(model)}
+    return key, test_accuracy(model.eval(), b.data)
 
 
-def front_hv(records: list[dict[str, Any]], max_flops: float = 1.0) -> float:
-    pts = np.array([[r["accuracy"], r["flops_ratio"]] for r in records
-                    if r["status"] == "ok" and r["flops_ratio"] <= max_flops])
-    if len(pts) == 0:
-        return 0.0
-    return hypervolume(pts[non_dominated(pts, (1, -1))], (1, -1), (0.0, 1.0))
+class Store:
+    """Finished searches and final fine-tunes of one setting, kept as they come in."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        keep = {k: v for k, v in vars(args).items() if k in SEARCH_SETTINGS}
+        digest = hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:10]
+        self.path = CACHE / "bench" / f"pareto_quality-{args.dataset}-{digest}.json"
+        self.data: dict[str, Any] = {"searches": {}, "finals": {}}
+        if self.path.exists():
+            self.data = json.loads(self.path.read_text())
+            print(f"resuming from {self.path}: {len(self.data['searches'])} searches, "
+                  f"{len(self.data['finals'])} final fine-tunes done", flush=True)
+
+    def put(self, kind: str, key: str, value: Any) -> None:
+        self.data[kind][key] = value
+        self.save()
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data))
+        tmp.replace(self.path)
 
 
-def best_at(records: list[dict[str, Any]], target: float) -> dict[str, Any] | None:
-    ok = [r for r in records if r["status"] == "ok" and r["flops_ratio"] <= target]
-    return max(ok, key=lambda r: r["accuracy"]) if ok else None
+def picks(args: argparse.Namespace, searches: dict[str, dict], singles: list[dict]
+          ) -> dict[str, dict[str, Any]]:
+    """What gets the final fine-tune: `method/seed/target` -> the picked record."""
+    out = {}
+    every_single = [r for x in singles for r in x["records"]]
+    for t in args.targets:
+        for name, found in searches.items():
+            rec = pick_at(found["records"], t, WIDTH)
+            if rec is not None:
+                out[f"{name}/{t}"] = rec
+        best = pick_at(every_single, t, WIDTH)
+        if best is not None:
+            out[f"single/0/{t}"] = best
+    return out
+
+
+def finetune_seeds(args: argparse.Namespace, key: str) -> list[int]:
+    """Search seed s's picks get fine-tune seeds s*F .. s*F+F-1; the single criterion (no
+    search seed) gets all of them, so each (search seed, fine-tune seed) pairs with the
+    single criterion fine-tuned on the very same batches."""
+    f = args.final_seeds
+    if key.startswith("single/"):
+        return [s * f + i for s in args.seeds for i in range(f)]
+    seed = int(key.split("/")[1])
+    return [seed * f + i for i in range(f)]
+
+
+def summarize(args: argparse.Namespace, searches: dict[str, dict], singles: list[dict],
+              finals: dict[str, float], chosen: dict[str, dict], base_test: float
+              ) -> dict[str, Any]:
+    methods = [m for m in SEARCHES if m in args.methods] + ["single"]
+    f = args.final_seeds
+
+    def test(m: str, t: float, s: int, fs: int) -> float | None:
+        return finals.get(f"{args.final_steps}:{m}/{0 if m == 'single' else s}/{t}/{fs}")
+
+    def tests(m: str, t: float) -> list[float]:
+        return [a for s in args.seeds for i in range(f)
+                if (a := test(m, t, s, s * f + i)) is not None]
+
+    matched: dict[str, dict[str, Any]] = {}
+    versus: dict[str, Any] = {}
+    for t in args.targets:
+        matched[str(t)] = {m: interval(v) for m in methods if (v := tests(m, t))}
+        pairs = [(a, b) for s in args.seeds for i in range(f)
+                 if (a := test(DEFAULT, t, s, s * f + i)) is not None
+                 and (b := test("single", t, s, s * f + i)) is not None]
+        if pairs:
+            versus[str(t)] = paired([a for a, _ in pairs], [b for _, b in pairs])
+    lo, hi = min(args.targets), max(args.targets)
+    every_single = [r for s in singles for r in s["records"]]
+    hv = {m: statistics.median(attainment(s["records"], lo, hi) for s in searches.values()
+                               if s["method"] == m) for m in methods[:-1]
+          if any(s["method"] == m for s in searches.values())}
+    hv["single"] = attainment(every_single, lo, hi)
+    seconds = {m: statistics.median(sum(r["seconds"] for r in s["records"])
+                                    for s in searches.values() if s["method"] == m)
+               for m in hv if m != "single"}
+    seconds["single"] = sum(r["seconds"] for r in every_single)
+    counts = {m: statistics.median(len(s["records"]) for s in searches.values()
+                                   if s["method"] == m) for m in seconds if m != "single"}
+    counts["single"] = len(every_single)
+    bn = [(r["bn_accuracy"], r["accuracy"]) for s in searches.values() for r in s["records"]
+          if r["status"] == "ok" and r["bn_accuracy"] is not None]
+    from scipy.stats import spearmanr
+
+    rho = float(spearmanr(*zip(*bn)).statistic) if len(bn) > 2 else float("nan")
+
+    return {"base_test_accuracy": base_test, "default_method": DEFAULT,
+            "targets": list(args.targets), "matched": matched,
+            "paired_vs_best_single": versus, "hypervolume": hv, "compute_seconds": seconds,
+            "candidates": counts,
+            "single_picked": {str(t): chosen[f"single/0/{t}"].get("criterion")
+                              for t in args.targets if f"single/0/{t}" in chosen},
+            "bn_vs_finetuned_spearman": rho if np.isfinite(rho) else None,
+            "hypervolume_range": [lo, hi]}
 
 
 def main() -> None:
@@ -218,159 +312,120 @@ def main() -> None:
     p.add_argument("--dataset", choices=["fashion-mnist", "cifar10"], default="fashion-mnist")
     p.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--methods", nargs="+",
-                   default=["deap-nsga2", "fixed-alpha", "random", "optuna-nsga2",
-                            "optuna-tpe"])
+    p.add_argument("--methods", nargs="+", default=list(SEARCHES), choices=SEARCHES)
+    p.add_argument("--targets", type=float, nargs="+", default=[0.25, 0.3, 0.4, 0.5])
+    p.add_argument("--pool", nargs="+", default=["l1", "l2", "fpgm", "bn_gamma", "dcff_kl",
+                                                  "texture", "taylor", "hrank", "apoz"])
+    p.add_argument("--budget", type=int, default=48, help="candidates per search")
     p.add_argument("--population", type=int, default=12)
-    p.add_argument("--generations", type=int, default=4)
-    p.add_argument("--max-flops-ratio", type=float, default=0.6)
-    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--steps", type=int, default=40, help="brief fine-tune steps")
     p.add_argument("--bn-batches", type=int, default=10)
-    p.add_argument("--holdout", type=int, default=2000)
-    p.add_argument("--base-epochs", type=int, default=10)
     p.add_argument("--final-steps", type=int, default=800)
     p.add_argument("--final-seeds", type=int, default=2)
-    p.add_argument("--noise-seeds", type=int, default=5)
     p.add_argument("--jobs", type=int, default=2)
-    p.add_argument("--merge", action="store_true",
-                   help="keep the previous result's searches for methods not rerun now "
-                        "(same settings required), e.g. after changing one method")
     args = p.parse_args()
-    if not (args.data_root / ("fashion-mnist" if args.dataset == "fashion-mnist"
-                              else "cifar10-jpeg")).exists():
-        raise SystemExit(f"{args.dataset} not found under {args.data_root}")
+    args.targets = sorted(set(args.targets))
+    if len(args.targets) < 2:
+        p.error("--targets: need at least two (the hypervolume spans lowest to highest)")
     t_start = time.perf_counter()
-    main_bench = Bench(args)  # trains/caches the base model before the pool forks
-    base_test = main_bench.test_accuracy(main_bench.model)
-    base_holdout = main_bench.evaluator.evaluate(
-        main_bench.layout.make(np.ones(len(main_bench.layout.criteria)), 0.0)).accuracy
-    print(f"base ResNet-20 on {args.dataset}: test {base_test:.4f}, holdout after the brief "
-          f"fine-tune {base_holdout:.4f}", flush=True)
+    store = Store(args)
+    main_bench = Bench(args)  # loads the base model and ScoreTable before the pool forks
+    base_test = test_accuracy(main_bench.model, main_bench.data)
+    print(f"base ResNet-20 on {args.dataset}: test {base_test:.4f}", flush=True)
     criteria = list(main_bench.layout.criteria)
-    budget = args.population * args.generations
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(args.jobs, initializer=_init, initargs=(args,)) as pool:
-        # 1. single criteria swept over the FLOPs range, as many points as fit the budget
-        n_targets = max(2, budget // len(criteria))
-        sweep = list(np.linspace(0.2, args.max_flops_ratio, n_targets))
-        singles = pool.map(run_single, [(c, k, sweep) for k, c in enumerate(criteria)])
-        best_k = int(np.argmax([front_hv(s["records"]) for s in singles]))
-        print(f"best single criterion by hypervolume: {criteria[best_k]}", flush=True)
-        # 2. noise of the evaluator: one candidate, several data orders
-        noise_genome = singles[best_k]["records"][len(sweep) // 2]["genome"]
-        noise = pool.map(run_noise, [(s, noise_genome) for s in range(args.noise_seeds)])
-        # 3. the searches
-        jobs = [(m, s, best_k) for s in args.seeds for m in args.methods]
-        searches = pool.map(run_method, jobs)
-        # 4. final fine-tunes of each method's best candidate at each FLOPs target
-        finals_in = []
-        all_single = [r for s in singles for r in s["records"]]
-        for target in TARGETS:
-            picks = {"single-best": best_at(all_single, target)}
-            for m in args.methods:
-                runs = [s for s in searches if s["method"] == m]
-                picks[m] = best_at([r for s in runs if s["seed"] == args.seeds[0]
-                                    for r in s["records"]], target)
-            for m, rec in picks.items():
-                if rec is not None:
-                    finals_in += [(m, target, rec["plan"], fs) for fs in range(args.final_seeds)]
-        finals = pool.map(run_final, finals_in)
-    merged_from = None
-    if args.merge:
-        searches, finals, merged_from = merge_previous(args, budget, searches, finals)
-    summary: dict[str, Any] = {}
-    single_hv = [front_hv(s["records"]) for s in singles]
-    summary["single"] = {c: hv for c, hv in zip(criteria, single_hv)}
-    summary["single-best"] = {"criterion": criteria[best_k], "hypervolume": max(single_hv),
-                              "pooled_hypervolume": front_hv(all_single)}
-    for m in args.methods:
-        hvs = [front_hv(s["records"]) for s in searches if s["method"] == m]
-        summary[m] = {"hypervolume": hvs, "median": statistics.median(hvs),
-                      "spread": (max(hvs) - min(hvs)) if len(hvs) > 1 else 0.0}
-    for target in TARGETS:
-        for m in ["single-best", *args.methods]:
-            acc = [f["test_accuracy"] for f in finals if f["method"] == m and
-                   f["target"] == target]
-            if acc:
-                entry = summary.setdefault(f"test@{target}", {})
-                entry[m] = {"mean": statistics.mean(acc),
-                            "sd": statistics.stdev(acc) if len(acc) > 1 else 0.0,
-                            "samples": acc}
-    summary["noise"] = {"holdout_accuracy": noise, "sd": statistics.stdev(noise),
-                        "genome_flops_ratio": singles[best_k]["records"][len(sweep) // 2][
-                            "flops_ratio"]}
-    png = plot(args.dataset, singles, searches, criteria[best_k])
-    for s in searches:
-        for r in s["records"]:
-            r.pop("plan", None)
-    for s in singles:
+    todo = [(m, s) for s in args.seeds for m in args.methods
+            if f"{m}/{s}" not in store.data["searches"]]
+    with mp.get_context("spawn").Pool(args.jobs, initializer=_init, initargs=(args,)) as pool:
+        if "singles" not in store.data:
+            store.data["singles"] = pool.map(run_single, range(len(criteria)))
+            store.save()
+        for result in pool.imap_unordered(run_search, todo):
+            store.put("searches", f"{result['method']}/{result['seed']}", result)
+        searches = {k: v for k, v in store.data["searches"].items()
+                    if v["method"] in args.methods and v["seed"] in args.seeds}
+        singles = store.data["singles"]
+        for s in singles:
+            for r in s["records"]:
+                r["criterion"] = s["method"].split(":")[1]
+        chosen = picks(args, searches, singles)
+        jobs = [(f"{args.final_steps}:{key}/{f}", rec["plan"], f)
+                for key, rec in chosen.items() for f in finetune_seeds(args, key)
+                if f"{args.final_steps}:{key}/{f}" not in store.data["finals"]]
+        for key, acc in pool.imap_unordered(run_final, jobs):
+            store.put("finals", key, acc)
+    finals = store.data["finals"]
+    summary = summarize(args, searches, singles, finals, chosen, base_test)
+    png = plot(args, searches, singles, summary)
+    for s in [*searches.values(), *singles]:
         for r in s["records"]:
             r.pop("plan", None)
     write_result(f"pareto_quality_{args.dataset}", {
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "base": {"test_accuracy": base_test, "holdout_accuracy_brief_finetune": base_holdout},
-        "budget": budget, "summary": summary, "plot": png.name, "singles": singles,
-        "searches": searches, "finals": finals, "merged_from": merged_from,
-        "wall_seconds": time.perf_counter() - t_start})
-    print(json.dumps(summary, indent=1))
+        "summary": summary, "plot": png.name,
+        "picks": {k: {"flops_ratio": r["flops_ratio"], "holdout_accuracy": r["accuracy"]}
+                  for k, r in chosen.items()},
+        "finals": finals,
+        "searches": list(searches.values()), "singles": singles,
+        "wall_seconds_this_run": time.perf_counter() - t_start})
+    print(json.dumps({k: summary[k] for k in ("matched", "paired_vs_best_single",
+                                                 "hypervolume")}, indent=1))
 
 
-def merge_previous(args: argparse.Namespace, budget: int, searches: list[dict],
-                   finals: list[dict]) -> tuple[list[dict], list[dict], dict | None]:
-    """Searches and finals of the previous result for the methods not rerun now.
-
-    Valid because every method runs on the same cached base model and ScoreTable with
-    common random numbers; the settings must match, or this stops.
-    """
-    path = RESULTS / f"pareto_quality_{args.dataset}.json"
-    if not path.exists():
-        return searches, finals, None
-    old = json.loads(path.read_text())
-    ignore = {"methods", "merge", "jobs", "data_root"}
-    now = {k: v for k, v in vars(args).items() if k not in ignore}
-    before = {k: v for k, v in old["settings"].items() if k not in ignore}
-    if now != before or old["budget"] != budget:
-        raise SystemExit(f"--merge: {path} was made with other settings: {before}")
-    kept = [m for m in old["settings"]["methods"] if m not in args.methods]
-    searches = [s for s in old["searches"] if s["method"] in kept] + searches
-    finals = [f for f in old["finals"] if f["method"] in kept] + finals
-    args.methods = [m for m in old["settings"]["methods"] if m in kept or m in args.methods] \
-        + [m for m in args.methods if m not in old["settings"]["methods"]]
-    return searches, finals, {"command": old["command"], "date": old["date"], "methods": kept}
+COLORS = {DEFAULT: "tab:red", "ratios-only": "tab:orange", "random": "tab:gray",
+          "optuna-nsga2": "tab:blue", "optuna-tpe": "tab:purple", "single": "k"}
 
 
-def plot(dataset: str, singles: list[dict], searches: list[dict], best: str) -> Path:
+def plot(args: argparse.Namespace, searches: dict[str, dict], singles: list[dict],
+         summary: dict[str, Any]) -> Path:
+    """Left: each method's holdout front (first search seed); right: test accuracy at
+    each target with its 95% interval."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 5), dpi=120)
-    colors = {"deap-nsga2": "tab:red", "fixed-alpha": "tab:orange", "random": "tab:gray",
-              "optuna-nsga2": "tab:blue", "optuna-tpe": "tab:purple"}
-    for m, c in colors.items():
-        runs = [s for s in searches if s["method"] == m]
-        if not runs:
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.8), dpi=120)
+    for m, c in COLORS.items():
+        runs = [s for s in searches.values() if s["method"] == m and s["seed"] == args.seeds[0]]
+        recs = [r for s in (runs or ([{"records": [r for x in singles for r in x["records"]]}]
+                                     if m == "single" else [])) for r in s["records"]
+                if r["status"] == "ok"]
+        if not recs:
             continue
-        recs = [r for r in runs[0]["records"] if r["status"] == "ok"]
         pts = np.array([[r["accuracy"], r["flops_ratio"]] for r in recs])
         front = pts[non_dominated(pts, (1, -1))]
         front = front[np.argsort(front[:, 1])]
-        ax.step(front[:, 1], front[:, 0], where="post", c=c, label=f"{m} (seed {runs[0]['seed']})")
-        ax.scatter(front[:, 1], front[:, 0], s=12, c=c)
-    for s in singles:
-        recs = s["records"]
-        name = s["method"].split(":")[1]
-        ax.plot([r["flops_ratio"] for r in recs], [r["accuracy"] for r in recs],
-                ls=":", lw=1.4 if name == best else 0.6, c="k" if name == best else "0.6",
-                label=f"single {name}" if name == best else None)
+        ax.step(front[:, 1], front[:, 0], where="post", c=c, label=m)
+        ax.scatter(pts[:, 1], pts[:, 0], s=6, c=c, alpha=0.3)
     ax.set_xlabel("FLOPs ratio")
     ax.set_ylabel("holdout accuracy (brief fine-tune)")
-    ax.set_title(f"ResNet-20 on {dataset}: fronts at equal budget")
+    ax.set_title("holdout fronts (search seed %d)" % args.seeds[0])
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
+    width = 0.8 / len(COLORS)
+    for i, (m, c) in enumerate(COLORS.items()):
+        xs: list[float] = []
+        ys: list[float] = []
+        err: list[list[float]] = [[], []]
+        for j, t in enumerate(args.targets):
+            r = summary["matched"].get(str(t), {}).get(m)
+            if r:
+                xs.append(j + (i - len(COLORS) / 2 + 0.5) * width)
+                ys.append(r["mean"])
+                err[0].append(r["mean"] - r["lo"])
+                err[1].append(r["hi"] - r["mean"])
+        if xs:
+            bx.errorbar(xs, ys, yerr=err, fmt="o", c=c, ms=4, capsize=2, label=m)
+    bx.axhline(summary["base_test_accuracy"], c="0.5", ls="--", lw=0.8, label="base model")
+    bx.set_xticks(range(len(args.targets)), [f"≤ {t:g}" for t in args.targets])
+    bx.set_xlabel("FLOPs target")
+    bx.set_ylabel("test accuracy after the final fine-tune")
+    bx.set_title("matched FLOPs: mean and 95% interval")
+    bx.grid(alpha=0.3, axis="y")
+    bx.legend(fontsize=7)
+    fig.suptitle(f"ResNet-20 on {args.dataset}: {args.budget} candidates per search")
     fig.tight_layout()
-    path = RESULTS / f"pareto_quality_{dataset}.png"
+    path = RESULTS / f"pareto_quality_{args.dataset}.png"
     RESULTS.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)

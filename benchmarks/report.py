@@ -17,9 +17,6 @@ from benchmarks._common import REPO, RESULTS
 
 START = "<!-- benchmark-table:start (python -m benchmarks.report --write) -->"
 END = "<!-- benchmark-table:end -->"
-METHODS = ("deap-nsga2", "fixed-alpha", "random", "optuna-nsga2", "optuna-tpe")
-
-
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
@@ -70,6 +67,9 @@ def scaling(d: dict[str, Any]) -> list[tuple[str, str, str]]:
             procs = f"; {max(started)} actor processes for 2 workers" if started else ""
             if "steady_state_speedup" in m:
                 procs += f"; {m['steady_state_speedup']:.2f}× after the actors' start"
+            if "candidate_slowdown" in m:
+                procs += (f"; each candidate {100 * (m['candidate_slowdown'] - 1):.0f}% slower "
+                          "with 2 workers on 2 cores")
             goal = ("met" if m["speedup"] >= 1.8 else "**missed**") + " (≥ 1.8×)" \
                 if executor == "actors" else "reference (Tune)"
             rows.append((f"scaling, {executor}, {algo}, {d['candidates']} candidates",
@@ -86,8 +86,15 @@ def cluster_sim(d: dict[str, Any]) -> list[tuple[str, str, str]]:
         return "each once" if r["ledger_exactly_once"] and r["mlflow_exactly_once"] else \
             "NOT each once"
 
+    def recovery(r: dict[str, Any]) -> str:
+        if "resume_seconds" in r:
+            return (f", resumed after {r['recorded_before_kill']} in {r['resume_seconds']:.0f} s "
+                    f"(first new result after {r['first_result_after_resume_s']:.0f} s)")
+        return f", first result {r['first_result_after_fault_s']:.2f} s after"
+
     faults = "; ".join(f"{r['fault']}: {r['finished']}/{r['candidates']} finished, {once(r)}, "
-                       f"{r['actors_alive_after']} actors left" for r in d["faults"])
+                       f"{r['actors_alive_after']} actors left{recovery(r)}"
+                       for r in d["faults"])
     text = (f"throughput vs barrier-bound ideal (median of {a['repeats']}): {eff}; dispatch "
             f"p50 {st['dispatch_ms_p50']:.1f} ms, p99 {st['dispatch_ms_p99']:.1f} ms; driver "
             f"CPU {st['driver_cpu_ms_per_candidate']:.1f} ms/candidate; {faults}")
@@ -112,33 +119,36 @@ def vs_naive(d: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 
 def pareto_quality(d: dict[str, Any]) -> list[tuple[str, str, str]]:
-    s = d["summary"]
-    ds = d["settings"]["dataset"]
-    seeds = len(d["settings"]["seeds"])
-    hv = ", ".join(f"{m} {s[m]['median']:.3f}" for m in METHODS if m in s)
-    best = s["single-best"]
-    hv_text = (f"holdout hypervolume (median of {seeds} seed{'s' if seeds > 1 else ''}): "
-               f"{hv}, best single criterion ({best['criterion']}) {best['hypervolume']:.3f}")
-    tests = []
-    for target in ("0.5", "0.3"):
-        entry = s.get(f"test@{target}", {})
-        if "deap-nsga2" in entry and "single-best" in entry:
-            b, o = entry["deap-nsga2"], entry["single-best"]
-            tests.append(f"test acc. ≤{float(target):.0%} FLOPs: blended {_pct(b['mean'])}"
-                         f"±{100 * b['sd']:.1f}, best single {_pct(o['mean'])}"
-                         f"±{100 * o['sd']:.1f}")
-    top = max((m for m in METHODS if m in s), key=lambda m: s[m]["median"])
-    wins = top == "deap-nsga2"
-    e50 = s.get("test@0.5", {})
-    beats = ("deap-nsga2" in e50 and e50["deap-nsga2"]["mean"] - e50["single-best"]["mean"]
-             > s["noise"]["sd"])
-    text = (f"{hv_text}; " + "; ".join(tests) +
-            f"; evaluator noise sd {100 * s['noise']['sd']:.2f} pp")
-    goal = "met" if wins and beats else \
-        f"**missed** (highest HV: {top}; blended beats single at 50% by > noise: " \
-        f"{'yes' if beats else 'no'})"
-    return [(f"pareto_quality, {ds} ResNet-20 (base {_pct(d['base']['test_accuracy'])} test), "
-             f"{d['budget']} candidates/method", text, goal)]
+    s, a = d["summary"], d["settings"]
+    ds = a["dataset"]
+    if "matched" not in s:
+        return [(f"pareto_quality, {ds} ResNet-20", "made before the matched-FLOPs protocol of "
+                 f"issue 14; rerun `python -m benchmarks.pareto_quality --dataset {ds}`",
+                 "superseded")]
+    default = s["default_method"]
+    parts, wins, above = [], True, 0
+    for t in s["targets"]:
+        row, vs = s["matched"].get(str(t), {}), s["paired_vs_best_single"].get(str(t))
+        if default not in row or vs is None:
+            wins = False
+            continue
+        mine = row[default]
+        wins &= all(mine["mean"] >= r["mean"] for r in row.values())
+        above += vs["lo"] > 0
+        parts.append(f"≤ {t:g}: {_pct(mine['mean'])} vs best single "
+                     f"{_pct(row['single']['mean'])}, Δ {100 * vs['mean']:+.2f} pp "
+                     f"[{100 * vs['lo']:+.2f}, {100 * vs['hi']:+.2f}]")
+    hv = s["hypervolume"]
+    wins &= max(hv, key=hv.get) == default
+    hv_text = ", ".join(f"{m} {v:.4f}" for m, v in hv.items())
+    text = (f"test accuracy at matched FLOPs ({len(a['seeds'])} search × "
+            f"{a['final_seeds']} fine-tune seeds, 95% interval of the paired difference): "
+            + "; ".join(parts) + f"; attainment HV {hv_text}")
+    goal = "met" if wins and above >= 2 else \
+        f"**missed** (best at every target and HV: {'yes' if wins else 'no'}; above the " \
+        f"best single by more than the interval at {above} targets, need 2)"
+    return [(f"pareto_quality, {ds} ResNet-20 (base {_pct(s['base_test_accuracy'])} test), "
+             f"{a['budget']} candidates/search", text, goal)]
 
 
 SUMMARIZERS = {"candidate_cost": candidate_cost, "overhead": overhead, "scaling": scaling,

@@ -1,0 +1,47 @@
+from argparse import Namespace
+
+import pytest
+
+from benchmarks.pareto_quality import finetune_seeds, picks, summarize
+
+
+def rec(acc, flops, status="ok"):
+    return {"accuracy": acc, "bn_accuracy": acc - 0.1, "flops_ratio": flops, "status": status,
+            "seconds": 2.0, "plan": {"g": [0]}}
+
+
+ARGS = Namespace(targets=[0.3, 0.5], seeds=[0, 1], final_seeds=2, final_steps=800,
+                 methods=["blendprune", "random"])
+
+
+def test_picks_and_paired_differences_share_fine_tune_seeds():
+    searches = {
+        "blendprune/0": {"method": "blendprune", "seed": 0,
+                         "records": [rec(0.90, 0.29), rec(0.95, 0.31), rec(0.88, 0.5)]},
+        "blendprune/1": {"method": "blendprune", "seed": 1,
+                         "records": [rec(0.91, 0.3), rec(0.87, 0.49)]},
+        "random/0": {"method": "random", "seed": 0, "records": [rec(0.8, 0.295)]},
+        "random/1": {"method": "random", "seed": 1, "records": [rec(0.7, 0.2)]},
+    }
+    singles = [{"method": "single:l1", "records": [rec(0.85, 0.3), rec(0.86, 0.5)]},
+               {"method": "single:fpgm", "records": [rec(0.84, 0.3), rec(0.87, 0.49)]}]
+    chosen = picks(ARGS, searches, singles)
+    assert chosen["blendprune/0/0.3"]["accuracy"] == 0.90  # 0.31 is over the target
+    assert "random/1/0.3" not in chosen  # 0.2 is below the window
+    assert chosen["single/0/0.5"]["accuracy"] == 0.87
+    assert finetune_seeds(ARGS, "blendprune/1/0.3") == [2, 3]
+    assert finetune_seeds(ARGS, "single/0/0.3") == [0, 1, 2, 3]
+    finals = {}
+    for key in chosen:
+        for f in finetune_seeds(ARGS, key):
+            base = 0.80 if key.startswith("single") else 0.82
+            finals[f"800:{key}/{f}"] = base + 0.001 * f  # the same batches: the same shift
+    del finals["800:blendprune/1/0.5/3"]  # a final still to come is left out, not mispaired
+    out = summarize(ARGS, searches, singles, finals, chosen, base_test=0.92)
+    diff = out["paired_vs_best_single"]
+    assert diff["0.3"]["mean"] == pytest.approx(0.02) and diff["0.3"]["n"] == 4
+    assert diff["0.3"]["lo"] == pytest.approx(0.02)  # identical differences: no spread
+    assert diff["0.5"]["n"] == 3
+    assert out["matched"]["0.3"]["single"]["n"] == 4
+    assert out["candidates"] == {"blendprune": 2.5, "random": 1, "single": 4}
+    assert out["hypervolume"]["blendprune"] > out["hypervolume"]["random"]
