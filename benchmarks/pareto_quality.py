@@ -18,11 +18,12 @@ evaluated plan skipped as in the product. At each target, the best holdout candi
 each (method, search seed) within [t - 0.02, t], and the single criterion best on the
 holdout there, are fine-tuned longer and scored on the test split: `--final-seeds`
 fine-tune seeds per search seed, and the single criterion with every one of them, so each
-difference pairs two models fine-tuned on the very same batches. The result's `summary` holds test accuracy at matched FLOPs (mean and 95%
-interval), the default method minus the best single criterion paired by fine-tune seed,
-the attainment hypervolume over [lowest target, budget] (`benchmarks.matched`) and the
-compute seconds. Searches and final fine-tunes are kept in the cache as they finish, so a
-run stopped midway (or split across sessions) resumes where it was.
+difference pairs two models fine-tuned on the very same batches. The result's `summary`
+holds test accuracy at matched FLOPs (mean and 95% interval), the default method minus
+the best single criterion paired by fine-tune seed, the attainment hypervolume over
+[lowest target, budget] (`benchmarks.matched`) and the compute seconds. Searches and
+final fine-tunes are kept in the cache as they finish, so a run stopped midway (or split
+across sessions) resumes where it was.
 
     python -m benchmarks.pareto_quality --dataset fashion-mnist --seeds 0 1 2 --jobs 2
 """
@@ -157,8 +158,8 @@ def run_search(job: tuple[str, int]) -> dict[str, Any]:
                 records.append(_record(genome, ev.evaluate(genome)))
             best = reps[int(np.argmax([r["accuracy"] for r in records]))]
             criteria = [best]
-            pinned = list(np.eye(len(b.layout.criteria))[best])
-            n_a = len(pinned)
+            n_a = b.layout.n_alpha
+            pinned = b.layout.make(np.eye(len(b.layout.criteria))[best], 0.0, middle)[:n_a]
             lo, hi = [*pinned, *lo[n_a:]], [*pinned, *hi[n_a:]]
         screened = {plan_key(r["genome"]) for r in records}
         seeds = [tuple(g) for _, g in ev.decoder.target_seeds(population - population // 4,

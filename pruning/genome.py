@@ -39,6 +39,9 @@ class GenomeLayout:
     min_channels: int = 4
     round_to: int = 1
     targets: Targets | None = None
+    # One alpha gene per tuple of criterion indices (a cluster of criteria that agree);
+    # None: one per criterion.
+    alpha_genes: tuple[tuple[int, ...], ...] | None = None
 
     def __post_init__(self) -> None:
         if self.encoding not in ENCODINGS:
@@ -57,12 +60,17 @@ class GenomeLayout:
         slots, slot_of = ratio_slots([group_map[g] for g in table.groups], granularity)
         return cls(tuple(table.criteria), tuple(slots), tuple(slot_of), **options)
 
+    @property
+    def n_alpha(self) -> int:
+        """How many alpha genes lead the genome."""
+        return len(self.criteria) if self.alpha_genes is None else len(self.alpha_genes)
+
     def __len__(self) -> int:
-        return len(self.criteria) + len(self.slots) + (self.targets is not None)
+        return self.n_alpha + len(self.slots) + (self.targets is not None)
 
     def bounds(self) -> tuple[list[float], list[float]]:
         """Lower and upper bound of every gene."""
-        n_a, n_s, n_t = len(self.criteria), len(self.slots), int(self.targets is not None)
+        n_a, n_s, n_t = self.n_alpha, len(self.slots), int(self.targets is not None)
         return [0.0] * (n_a + n_s + n_t), [1.0] * n_a + [self.max_ratio] * n_s + [1.0] * n_t
 
     def split(self, genome: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -71,9 +79,14 @@ class GenomeLayout:
             raise ValueError(f"genome: expected {len(self)} genes, got {g.shape}")
         if not np.all(np.isfinite(g)):
             raise ValueError("genome: genes must be finite")
-        n_a, n_s = len(self.criteria), len(self.slots)
-        alpha = np.clip(g[:n_a], 0.0, 1.0)
+        n_a, n_s = self.n_alpha, len(self.slots)
+        genes = np.clip(g[:n_a], 0.0, 1.0)
         values = np.clip(g[n_a:n_a + n_s], 0.0, self.max_ratio)
+        if self.alpha_genes is None:
+            return genes, values
+        alpha = np.zeros(len(self.criteria))
+        for gene, members in zip(genes, self.alpha_genes):
+            alpha[list(members)] = gene
         return alpha, values
 
     def target(self, genome: Sequence[float]) -> float | None:
@@ -82,8 +95,9 @@ class GenomeLayout:
 
     def make(self, alpha: Sequence[float], values: float | Sequence[float],
              target: float | None = None) -> list[float]:
-        """A genome from alphas, one value per slot (a scalar means uniform) and, with
-        targets, the FLOPs target."""
+        """A genome from one alpha per criterion (a cluster gene takes its members'
+        largest), one value per slot (a scalar means uniform) and, with targets, the FLOPs
+        target."""
         if (target is None) != (self.targets is None):
             raise ValueError("genome: a FLOPs target is needed exactly when the layout has "
                              "targets")
@@ -92,7 +106,9 @@ class GenomeLayout:
         else:
             vals = [float(v) for v in values]
         tail = [] if self.targets is None or target is None else [self.targets.gene(target)]
-        return [float(a) for a in alpha] + vals + tail
+        genes = [float(a) for a in alpha] if self.alpha_genes is None else \
+            [max(float(alpha[i]) for i in members) for members in self.alpha_genes]
+        return genes + vals + tail
 
 
 class Decoder:

@@ -108,6 +108,9 @@ class GenomeConfig(_Section):
     granularity: Literal["group", "stage", "stage_role"] = Field(
         "group", description="one gene per prunable group, per stage of equal width, or "
                              "per stage and role (residual width, internal widths)")
+    alpha: Literal["criterion", "cluster"] = Field(
+        "criterion", description="one calibration factor per criterion, or per cluster of "
+                                 "criteria that agree over the whole model (fewer genes)")
     max_ratio: float = Field(0.8, ge=0, lt=1, description="upper bound of every ratio gene")
     min_channels: int = Field(4, ge=1, description="channels every layer keeps at least")
     round_to: int = Field(1, ge=1, description="kept channels are rounded to a multiple")

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from pruning import (
+    Blender,
     CostModel,
     Data,
     Decoder,
@@ -138,9 +139,12 @@ def targets(cfg: Config) -> Targets | None:
 
 def _layout(cfg: Config, table: ScoreTable, group_map: GroupMap) -> GenomeLayout:
     g = cfg.genome
+    alpha_genes = None if g.alpha == "criterion" else tuple(
+        tuple(c) for c in Blender(table, cfg.criteria.cluster_threshold).model_clusters())
     return GenomeLayout.build(table, group_map, granularity=g.granularity, encoding=g.encoding,
                               max_ratio=g.max_ratio, min_channels=g.min_channels,
-                              round_to=g.round_to, targets=targets(cfg))
+                              round_to=g.round_to, targets=targets(cfg),
+                              alpha_genes=alpha_genes)
 
 
 def _check_budget(inputs: Inputs) -> None:

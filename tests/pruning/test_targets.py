@@ -119,3 +119,18 @@ def test_stage_role_gives_each_stage_a_residual_and_an_internal_gene(parts):
     for name, slot in zip(table.groups, layout.slot_of):
         residual = len(gm[name].producers) > 1
         assert layout.slots[slot].endswith("/residual") == residual
+
+
+def test_cluster_alpha_genes_set_every_member_and_shorten_the_genome(parts):
+    table, gm, cost = parts
+    clusters = tuple(tuple(c) for c in Decoder(
+        table, GenomeLayout.build(table, gm), cost).blender.model_clusters())
+    layout = GenomeLayout.build(table, gm, alpha_genes=clusters)
+    assert layout.n_alpha == len(clusters) < len(POOL)
+    assert len(layout) == len(clusters) + len(layout.slots)
+    k = max(clusters, key=len)[0]  # a criterion sharing its cluster with another
+    genome = layout.make(np.eye(len(POOL))[k], 0.4)
+    alpha, values = layout.split(genome)
+    members = next(c for c in clusters if k in c)
+    assert [int(i) for i in np.flatnonzero(alpha)] == list(members)
+    assert np.allclose(values, 0.4)
