@@ -176,6 +176,11 @@ class SearchConfig(_Section):
         "actors", description="resident Ray actors fed by the driver, or Ray Tune trials")
     max_restarts: int = Field(2, ge=0, description="restarts of a worker that dies (native "
                                                    "crash, CUDA error, lost node)")
+    screen: bool = Field(False, description="first score each criterion cluster alone "
+                                            "after adaptive BN only; leave out the clearly "
+                                            "worse ones")
+    screen_margin: float = Field(0.05, ge=0, le=1, description="accuracy below the best "
+                                                             "screened cluster that drops one")
     crossover_eta: float = Field(15.0, gt=0, description="SBX crossover distribution index")
     mutation_eta: float = Field(20.0, gt=0, description="polynomial mutation index")
     crossover_prob: float = Field(0.9, ge=0, le=1, description="crossover probability")

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pruning import CandidateResult
+from pruning import CandidateResult, Fidelity
 
 from .config import Config
 from .pareto import Objectives, front_hypervolume, front_of, front_rows
@@ -21,6 +21,7 @@ from .plots import plot_correlation, plot_front
 from .prepare import Inputs, Prepared, compute_table, prepare
 from .resident import Resident
 from .rundir import RunDir
+from .screening import FixedGenomes, pinned_genes, screen_genomes, screened
 from .strategy import Problem, Strategy, create_strategy, get_strategy
 from .tracking import Tracker
 from .tracking_queue import TrackingQueue
@@ -71,6 +72,7 @@ class Search:
         self.logged_generations = set(run.state().get("logged_generations", []))
         self.sender = TrackingQueue(tracker, run.append)
         self.pool_stats: PoolStats | None = None  # what the actor pool did, once it ran
+        self.screening: dict[str, Any] | None = run.state().get("screening")
 
     # -- set-up ------------------------------------------------------------------------
     def problem(self) -> Problem:
@@ -80,6 +82,13 @@ class Search:
         self.seeds = {tuple(g): name for name, g in named}  # labels seeds in plots
         seeds = named if get_strategy(s.algorithm).seeds else []
         decoder = self.prepared.decoder
+        if self.screening is not None:  # dropped clusters: alpha pinned to 0, no seeds
+            pinned = set(pinned_genes(decoder, self.screening))
+            for j in pinned:
+                lo[j] = hi[j] = 0.0
+            n_a = decoder.layout.n_alpha
+            seeds = [(n, g) for n, g in seeds
+                     if any(g[j] > 0 for j in range(n_a) if j not in pinned)]
 
         def plan_key(genome: Any) -> tuple[tuple[int, ...], ...]:
             return tuple(tuple(v) for v in decoder.decode(genome).to_dict().values())
@@ -146,6 +155,7 @@ class Search:
                              "algorithm": self.cfg.search.algorithm,
                              "completed": len(self.records),
                              "logged_generations": sorted(self.logged_generations.copy()),
+                             "screening": self.screening,
                              "strategy": self.strategy.get_state()})
 
     def end_generation(self) -> None:
@@ -182,9 +192,41 @@ class Search:
         self.sender.drain()
         return self.flush()
 
+    def screen(self) -> dict[str, Any]:
+        """Score each criterion cluster alone after adaptive BN only (see `screening`)."""
+        from .actor_pool import EvaluatorActor, run_actors
+
+        decoder = self.prepared.decoder
+        budget = self.cfg.constraints.max_flops_ratio
+        genomes = screen_genomes(decoder, budget if budget < 1.0 else 0.5)
+        names = {tuple(g): n for n, g in genomes.items()}
+        lo, hi = self.prepared.layout.bounds()
+        fixed = FixedGenomes(Problem(tuple(lo), tuple(hi), self.objectives, len(genomes), 1),
+                             list(genomes.values()))
+        scores: dict[str, float] = {}
+
+        def done(trial_id: str, genome: list[float], result: dict[str, Any] | None,
+                 reason: str) -> None:
+            fixed.on_trial_complete(trial_id, result)
+            scores[names[tuple(genome)]] = result["accuracy"] if result else 0.0
+
+        _log(f"screening {len(genomes)} criterion clusters (adaptive BN only)")
+        run_actors(Resident.of(self.prepared, self.cfg), fixed, done, self.cfg.search,
+                   num_samples=len(genomes), fidelity=Fidelity(finetune_steps=0), log=_log,
+                   actor=self.evaluator_actor or EvaluatorActor)
+        verdict = screened(decoder, scores, self.cfg.search.screen_margin)
+        best = max(scores.values())
+        _log("screening: " + ", ".join(f"{n} {scores[n]:.3f}" for n in sorted(
+            scores, key=scores.__getitem__, reverse=True)) + f"; dropped (more than "
+             f"{verdict['margin']} below {best:.3f}): {', '.join(verdict['dropped']) or 'none'}")
+        self.tracker.log_dict(verdict, "criteria/screening.json")
+        return verdict
+
     # -- the whole search ------------------------------------------------------------------
     def run_search(self, resume_state: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         self._completed_at_start = len(self.records)
+        if self.cfg.search.screen and self.screening is None:
+            self.screening = self.screen()
         self.strategy = create_strategy(self.cfg.search.algorithm, self.problem())
         if resume_state:
             self.restore_strategy(resume_state)

@@ -120,6 +120,28 @@ def test_search_at_flops_targets_prunes_every_candidate_onto_one(env, capsys):
     check_front(client, parents[0], children)
 
 
+def test_screening_leaves_dropped_clusters_out_of_every_candidate(env, capsys):
+    uri = f"sqlite:///{env / 'screen'}.db"
+    out_dir = env / "runs-screen"
+    assert main(["search", *FAST, "--set", "search.screen=true",
+                 "--set", "search.screen_margin=0.0", "--tracking-uri", uri,
+                 "--output-dir", str(out_dir)]) == 0
+    assert "screening:" in capsys.readouterr().out
+    client, parents, children = mlflow_runs(uri)
+    assert sum(c.info.status == "FINISHED" for c in children) == BUDGET  # screens not counted
+    local = client.download_artifacts(parents[0].info.run_id, "criteria/screening.json")
+    verdict = json.loads(Path(local).read_text())
+    assert len(verdict["kept"]) == 1 and verdict["dropped"]  # margin 0: only the best stays
+    from search.rundir import RunDir
+
+    (run,) = (RunDir(p) for p in out_dir.iterdir())
+    criteria = run.config()["criteria"]["pool"]
+    gone = [criteria.index(c) for n in verdict["dropped"] for c in verdict["clusters"][n]]
+    genomes = [r["genome"] for r in run.records()]
+    assert len(genomes) == BUDGET and all(g[i] == 0.0 for g in genomes for i in gone)
+    assert run.state()["screening"] == verdict  # a resume reuses it
+
+
 def _cli(*args):
     return [sys.executable, "-m", "search.cli", *args]
 
