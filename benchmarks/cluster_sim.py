@@ -16,7 +16,10 @@ sleeping, no torch) at `num_gpus=1/per_gpu` run a real strategy through the sear
   (goal: throughput unchanged);
 - faults: an actor SIGKILLed mid-candidate and a node removed mid-candidate; every
   candidate index must be recorded exactly once, in the ledger and in MLflow, and no
-  actor may outlive the search.
+  actor may outlive the search;
+- the driver SIGKILLed mid-search, then `blendprune resume` (`benchmarks.sim_driver`: the
+  CLI's own search and resume with the stub actors): the same checks, that the dead
+  driver's actors go, and how long recovery takes.
 
     python -m benchmarks.cluster_sim
 """
@@ -111,7 +114,7 @@ def stub_processes() -> list[int]:
     for entry in Path("/proc").iterdir():
         try:
             if entry.name.isdigit() and (entry / "cmdline").read_bytes().startswith(
-                    b"ray::StubEvaluator"):
+                    (b"ray::StubEvaluator", b"ray::CliStubEvaluator")):
                 pids.append(int(entry.name))
         except OSError:
             pass
@@ -252,6 +255,77 @@ def run(args: argparse.Namespace, algorithm: str, tracking_uri: str, folder: Pat
     return out
 
 
+def _lines(path: Path | None) -> int:
+    return len(path.read_text().splitlines()) if path and path.exists() else 0
+
+
+def _until(check: Any, timeout: float) -> float | None:
+    """Poll `check()` until true: seconds it took, None if it never was."""
+    t0 = time.perf_counter()
+    while not check():
+        if time.perf_counter() - t0 > timeout:
+            return None
+        time.sleep(0.05)
+    return time.perf_counter() - t0
+
+
+def driver_kill(args: argparse.Namespace, tracking_uri: str, folder: Path, address: str
+                ) -> dict[str, Any]:
+    """SIGKILL the CLI's driver once a quarter of the candidates are in, then resume it."""
+    from mlflow.tracking import MlflowClient
+
+    from search.rundir import RunDir
+
+    out_dir, log = folder / "driver-kill", folder / "driver.log"
+    n = 4 * args.workers  # population 2W, 2 generations
+    ledger: list[Path] = []
+
+    def driver(*argv: str) -> subprocess.Popen[bytes]:
+        with open(log, "ab") as out:
+            return subprocess.Popen([sys.executable, "-m", "benchmarks.sim_driver", *argv],
+                                    stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+
+    def need(seconds: float | None, what: str) -> float:
+        if seconds is None:
+            raise RuntimeError(f"cluster_sim: timed out waiting for {what}; driver log:\n"
+                               + "\n".join(log.read_text().splitlines()[-30:]))
+        return seconds
+
+    def quarter_done() -> bool:
+        ledger[:] = ledger or list(out_dir.glob("*/candidates.jsonl"))
+        return bool(ledger) and _lines(ledger[0]) >= n // 4
+
+    first = driver("search", address, tracking_uri, str(out_dir), str(args.workers),
+                   str(1 / args.per_gpu))
+    need(_until(quarter_done, 600), "a quarter of the candidates")
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    done_at_kill = _lines(ledger[0])
+    gone = need(_until(lambda: not stub_processes(), 120), "the dead driver's actors to go")
+    t_resume = time.perf_counter()
+    resume = driver("resume", address, tracking_uri, str(ledger[0].parent))
+    first_new = need(_until(lambda: _lines(ledger[0]) > done_at_kill, 600),
+                     "the resumed search's first result")
+    rc = resume.wait(timeout=600)
+    resume_seconds = time.perf_counter() - t_resume
+    _until(lambda: not stub_processes(), 30)
+    run = RunDir(ledger[0].parent)
+    records = run.records()
+    client = MlflowClient(tracking_uri)
+    parent = run.state()["parent_run_id"]
+    kids = client.search_runs([client.get_run(parent).info.experiment_id],
+                              f"tags.`mlflow.parentRunId` = '{parent}'", max_results=10000)
+    return {"algorithm": "deap-nsga2", "fault": "kill-driver", "slow_tracking": False,
+            "candidates": n, "recorded_before_kill": done_at_kill, "resume_exit_status": rc,
+            "finished": sum(r["result"]["status"] == "ok" for r in records),
+            "ledger_exactly_once": sorted(r["index"] for r in records) == list(range(n)),
+            "mlflow_exactly_once": sorted(int(k.data.tags["blendprune.index"])
+                                          for k in kids) == list(range(n)),
+            "actors_gone_after_kill_s": gone, "first_result_after_resume_s": first_new,
+            "resume_seconds": resume_seconds, "actors_alive_after": len(stub_processes())}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--nodes", type=int, default=8)
@@ -297,7 +371,10 @@ def main() -> None:
                         print({k: r[k] for k in ("algorithm", "slow_tracking", "efficiency",
                                                  "dispatch_ms_p50", "wall_seconds")},
                               flush=True)
-            for fault in ("kill-actor", "remove-node"):
+            r = driver_kill(args, fast, folder, cluster.address)
+            results.append(r)
+            print(r, flush=True)
+            for fault in ("kill-actor", "remove-node"):  # the last one removes a node
                 r = run(args, "deap-steady", fast, folder, fault, cluster)
                 results.append(r)
                 print(r, flush=True)
@@ -318,7 +395,9 @@ def main() -> None:
     faults = [r for r in results if r["fault"]]
     met = (summary["deap-steady"]["efficiency"] >= 0.9
            and summary["deap-steady-slow-tracking"]["efficiency"] >= 0.9
-           and all(r["ledger_exactly_once"] and r["mlflow_exactly_once"] for r in results)
+           and all(r["ledger_exactly_once"] and r["mlflow_exactly_once"]
+                   and r["actors_alive_after"] == 0 and r["finished"] == r["candidates"]
+                   for r in results)
            and all(r["actors_per_gpu"] == [(args.per_gpu, r["distinct_gpus"])]
                    for r in results if not r["fault"]))
     write_result("cluster_sim", {
