@@ -25,6 +25,8 @@ from typing import Any
 import ray
 import torch
 from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from pruning import Fidelity
 
@@ -121,9 +123,17 @@ class _Pool:
     def __init__(self, actor: type, resident_ref: ray.ObjectRef, cfg: SearchConfig,
                  log: Log) -> None:
         self.cfg, self.log, self.resident_ref = cfg, log, resident_ref
-        self.remote: Any = ray.remote(actor).options(
-            num_cpus=1, num_gpus=cfg.gpus_per_trial, max_restarts=cfg.max_restarts,
-            max_task_retries=0)
+        self.actor_class: Any = ray.remote(actor)
+        self.options = {"num_cpus": 1, "num_gpus": cfg.gpus_per_trial,
+                        "max_restarts": cfg.max_restarts, "max_task_retries": 0}
+        # Fractional GPUs: one placement group per whole GPU, `per_gpu` actors in each, so
+        # Ray cannot split a GPU's actors over two half-used GPUs.
+        share = cfg.gpus_per_trial
+        self.per_gpu = round(1 / share) if 0 < share < 1 and abs(1 / share - round(1 / share)) \
+            < 1e-6 else 0
+        self.groups = [placement_group([{"GPU": 1, "CPU": self.per_gpu}])
+                       for _ in range(-(-cfg.workers // self.per_gpu))] if self.per_gpu else []
+        self.slot: dict[Any, int] = {}  # actor -> its worker slot (and so its GPU's group)
         self.stats = PoolStats()
         self.idle: list[Any] = []
         self.busy: dict[ray.ObjectRef, tuple[Any, Request, float]] = {}
@@ -133,11 +143,16 @@ class _Pool:
         self.restarting: list[tuple[float, Any]] = []  # (when to probe again, actor)
         self.pids: dict[Any, int] = {}
         self.last_progress, self.notes = time.monotonic(), 0
-        for _ in range(cfg.workers):
-            self._start()
+        for slot in range(cfg.workers):
+            self._start(slot)
 
-    def _start(self) -> None:
-        actor: Any = self.remote.remote([self.resident_ref], 1, self.cfg.gpus_per_trial)
+    def _start(self, slot: int) -> None:
+        where = {"scheduling_strategy": PlacementGroupSchedulingStrategy(
+            self.groups[slot // self.per_gpu], placement_group_bundle_index=0)
+        } if self.groups else {}
+        actor: Any = self.actor_class.options(**self.options, **where).remote(
+            [self.resident_ref], 1, self.cfg.gpus_per_trial)
+        self.slot[actor] = slot
         self.stats.actors_started += 1
         self.probes[actor.ready.remote()] = actor
 
@@ -179,10 +194,12 @@ class _Pool:
         elif not self.idle:  # every worker is (re)starting: resources may never come
             stalled = time.monotonic() - self.last_progress
             if stalled > STALL_SECONDS:
+                need = (f"a whole free GPU and {self.per_gpu} CPUs per {self.per_gpu} "
+                        "workers" if self.groups else
+                        f"{self.cfg.gpus_per_trial} GPU and 1 CPU free per worker")
                 raise RuntimeError(
                     f"search.workers: no evaluator actor could start for {stalled:.0f} s; "
-                    f"does the cluster have {self.cfg.gpus_per_trial} GPU and 1 CPU free "
-                    "per worker?")
+                    f"does the cluster have {need}?")
             if stalled > NOTE_SECONDS * (1 + self.notes):
                 self.notes += 1
                 self.log(f"  waiting for {len(self.probes) + len(self.restarting)} workers to "
@@ -226,7 +243,7 @@ class _Pool:
             self.replacements -= 1
             self.stats.replaced += 1
             self.log(f"  worker lost ({death_reason(str(exc))}); starting a replacement")
-            self._start()
+            self._start(self.slot[actor])
             return
         self.pids[actor] = info["pid"]
         if actor in self.died:
@@ -242,6 +259,8 @@ class _Pool:
         for actor in {*self.idle, *(a for a, _, _ in self.busy.values()), *self.probes.values(),
                       *(a for _, a in self.restarting)}:
             ray.kill(actor, no_restart=True)
+        for group in self.groups:
+            remove_placement_group(group)
 
 
 def run_actors(resident: Resident | Any, strategy: Strategy, on_complete: OnComplete,
