@@ -292,11 +292,10 @@ def summarize(args: argparse.Namespace, searches: dict[str, dict], singles: list
     counts = {m: statistics.median(len(s["records"]) for s in searches.values()
                                    if s["method"] == m) for m in seconds if m != "single"}
     counts["single"] = len(every_single)
-    bn = [(r["bn_accuracy"], r["accuracy"]) for s in searches.values() for r in s["records"]
-          if r["status"] == "ok" and r["bn_accuracy"] is not None]
-    from scipy.stats import spearmanr
-
-    rho = float(spearmanr(*zip(*bn)).statistic) if len(bn) > 2 else float("nan")
+    every = [r for x in [*searches.values(), *singles] for r in x["records"]
+             if r["status"] == "ok" and r["bn_accuracy"] is not None]
+    rungs = {str(t): _spearman([(r["bn_accuracy"], r["accuracy"]) for r in every
+                                if t - WIDTH <= r["flops_ratio"] <= t]) for t in args.targets}
 
     return {"base_test_accuracy": base_test, "default_method": DEFAULT,
             "targets": list(args.targets), "matched": matched,
@@ -304,8 +303,19 @@ def summarize(args: argparse.Namespace, searches: dict[str, dict], singles: list
             "candidates": counts,
             "single_picked": {str(t): chosen[f"single/0/{t}"].get("criterion")
                               for t in args.targets if f"single/0/{t}" in chosen},
-            "bn_vs_finetuned_spearman": rho if np.isfinite(rho) else None,
+            # does adaptive BN alone rank candidates as the brief fine-tune does? (rung 0)
+            "bn_vs_finetuned_spearman": rungs,
             "hypervolume_range": [lo, hi]}
+
+
+def _spearman(pairs: list[tuple[float, float]]) -> float | None:
+    """Rank correlation of the pairs; None with fewer than 3 or no spread."""
+    from scipy.stats import spearmanr
+
+    if len(pairs) < 3:
+        return None
+    rho = float(spearmanr(*zip(*pairs)).statistic)
+    return rho if np.isfinite(rho) else None
 
 
 def main() -> None:

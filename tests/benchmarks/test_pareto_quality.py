@@ -45,3 +45,5 @@ def test_picks_and_paired_differences_share_fine_tune_seeds():
     assert out["matched"]["0.3"]["single"]["n"] == 4
     assert out["candidates"] == {"blendprune": 2.5, "random": 1, "single": 4}
     assert out["hypervolume"]["blendprune"] > out["hypervolume"]["random"]
+    # bn_accuracy = accuracy - 0.1 here: adaptive BN ranks exactly as the fine-tune does
+    assert out["bn_vs_finetuned_spearman"]["0.3"] == pytest.approx(1.0)
