@@ -99,9 +99,10 @@ def mlflow_server(folder: Path) -> tuple[subprocess.Popen[bytes], int]:
                              f"sqlite:///{folder / 'server.db'}", "--artifacts-destination",
                              str(folder / "artifacts")], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
-    for _ in range(300):
+    for _ in range(300):  # up, and answering API calls (the first is slow under load)
         try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/"
+                                   "search?max_results=1", timeout=30)
             return proc, port
         except OSError:
             time.sleep(0.2)
