@@ -165,7 +165,9 @@ class Decoder:
         Names read `criterion@target`.
         """
         names = self.layout.criteria
-        picks = list(range(len(names))) if criteria is None else list(criteria)
+        genes = self.layout.alpha_genes  # one seed per cluster gene, named by its first member
+        picks = list(criteria) if criteria is not None else \
+            [m[0] for m in genes] if genes else list(range(len(names)))
         floor = max(0.4 * budget, self.min_flops_ratio() + 0.02)
         targets = np.linspace(budget, min(floor, budget), count) if count > 1 else [budget]
         seeds = []

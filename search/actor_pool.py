@@ -14,6 +14,7 @@ reason. Every candidate is reported exactly once, keyed by its trial id.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import uuid
@@ -129,10 +130,10 @@ class _Pool:
         # Fractional GPUs: one placement group per whole GPU, `per_gpu` actors in each, so
         # Ray cannot split a GPU's actors over two half-used GPUs.
         share = cfg.gpus_per_trial
-        self.per_gpu = round(1 / share) if 0 < share < 1 and abs(1 / share - round(1 / share)) \
-            < 1e-6 else 0
-        self.groups = [placement_group([{"GPU": 1, "CPU": self.per_gpu}])
-                       for _ in range(-(-cfg.workers // self.per_gpu))] if self.per_gpu else []
+        self.per_gpu = math.floor(1 / share + 1e-9) if 0 < share < 1 else 0
+        self.groups = [placement_group([{"GPU": 1, "CPU": min(self.per_gpu, cfg.workers - first)}])
+                       for first in range(0, cfg.workers, self.per_gpu)] if self.per_gpu else []
+        self.started = time.monotonic()
         self.slot: dict[Any, int] = {}  # actor -> its worker slot (and so its GPU's group)
         self.stats = PoolStats()
         self.idle: list[Any] = []
@@ -189,6 +190,12 @@ class _Pool:
             time.sleep(max(0.0, timeout))
         else:
             ready, _ = ray.wait(refs, num_returns=1, timeout=max(0.0, timeout))
+        if self.groups and self.probes and self.notes == 0 and \
+                time.monotonic() - self.started > NOTE_SECONDS:
+            self.notes += 1  # some workers run; say why the others do not
+            self.log(f"  {len(self.probes)} workers still wait for a whole free GPU each "
+                     f"{self.per_gpu} of them share (a placement group); partly used GPUs "
+                     "are not shared with other jobs")
         if ready or self.busy:
             self.last_progress = time.monotonic()
         elif not self.idle:  # every worker is (re)starting: resources may never come

@@ -41,21 +41,23 @@ def _fmt_time(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-def seed_genomes(prepared: Prepared, cfg: Config) -> list[tuple[str, list[float]]]:
+def seed_genomes(prepared: Prepared, cfg: Config, criteria: list[int] | None = None
+                 ) -> list[tuple[str, list[float]]]:
     """Generation 0's single-criterion genomes, spread from the budget down the FLOPs range
     (with FLOPs targets: every criterion cluster at every target, see `target_seeds`).
 
     Three quarters of the population (at least one seed per criterion where it fits); the
     rest stays random for diversity. Without a budget (max_flops_ratio = 1) the seeds start
     at half the base FLOPs, so they are real pruning baselines rather than the unpruned model.
+    `criteria` limits the seeds to those criteria (the clusters a screen kept).
     """
     budget = cfg.constraints.max_flops_ratio
     population = cfg.search.population
     count = max(1, population - population // 4)
     decoder = prepared.decoder
     if decoder.layout.targets is not None:  # criterion clusters at targets, interleaved
-        return decoder.target_seeds(count)
-    return decoder.spread_seeds(budget if budget < 1.0 else 0.5, count)
+        return decoder.target_seeds(count, criteria)
+    return decoder.spread_seeds(budget if budget < 1.0 else 0.5, count, criteria)
 
 
 class Search:
@@ -78,17 +80,20 @@ class Search:
     def problem(self) -> Problem:
         lo, hi = self.prepared.layout.bounds()
         s = self.cfg.search
-        named = seed_genomes(self.prepared, self.cfg)
-        self.seeds = {tuple(g): name for name, g in named}  # labels seeds in plots
-        seeds = named if get_strategy(s.algorithm).seeds else []
         decoder = self.prepared.decoder
+        kept = None
         if self.screening is not None:  # dropped clusters: alpha pinned to 0, no seeds
             pinned = set(pinned_genes(decoder, self.screening))
-            for j in pinned:
-                lo[j] = hi[j] = 0.0
-            n_a = decoder.layout.n_alpha
-            seeds = [(n, g) for n, g in seeds
-                     if any(g[j] > 0 for j in range(n_a) if j not in pinned)]
+            for j in range(decoder.layout.n_alpha):
+                if j in pinned:
+                    lo[j] = hi[j] = 0.0
+                else:  # never all kept genes at 0: the blend would fall back to every cluster
+                    lo[j] = 1e-3
+            names = decoder.layout.criteria
+            kept = [names.index(n) for n in self.screening["kept"]]
+        named = seed_genomes(self.prepared, self.cfg, kept)
+        self.seeds = {tuple(g): name for name, g in named}  # labels seeds in plots
+        seeds = named if get_strategy(s.algorithm).seeds else []
 
         def plan_key(genome: Any) -> tuple[tuple[int, ...], ...]:
             return tuple(tuple(v) for v in decoder.decode(genome).to_dict().values())
@@ -148,15 +153,15 @@ class Search:
             self.end_generation()
 
     def save_state(self) -> None:
-        assert self.strategy is not None
+        """The run's checkpoint; before the strategy exists (after a screen) without it."""
+        strategy = {} if self.strategy is None else {"strategy": self.strategy.get_state()}
         self.run.save_state({"parent_run_id": self.tracker.parent_id,
                              "tracking_uri": self.tracker.uri,
                              "experiment": self.tracker.experiment,
                              "algorithm": self.cfg.search.algorithm,
                              "completed": len(self.records),
                              "logged_generations": sorted(self.logged_generations.copy()),
-                             "screening": self.screening,
-                             "strategy": self.strategy.get_state()})
+                             "screening": self.screening, **strategy})
 
     def end_generation(self) -> None:
         self.sender.submit(self.flush)
@@ -208,13 +213,21 @@ class Search:
         def done(trial_id: str, genome: list[float], result: dict[str, Any] | None,
                  reason: str) -> None:
             fixed.on_trial_complete(trial_id, result)
-            scores[names[tuple(genome)]] = result["accuracy"] if result else 0.0
+            name = names[tuple(genome)]
+            if result is not None and result["status"] == "ok":
+                scores[name] = result["accuracy"]
+            else:  # not evidence against the cluster: it stays in
+                _log(f"  screening {name} failed ({reason or result and result['reason']}); "
+                     "kept")
 
         _log(f"screening {len(genomes)} criterion clusters (adaptive BN only)")
         run_actors(Resident.of(self.prepared, self.cfg), fixed, done, self.cfg.search,
                    num_samples=len(genomes), fidelity=Fidelity(finetune_steps=0), log=_log,
                    actor=self.evaluator_actor or EvaluatorActor)
+        if not scores:
+            raise RuntimeError("search.screen: every screening candidate failed; see above")
         verdict = screened(decoder, scores, self.cfg.search.screen_margin)
+        verdict["kept"] = sorted({*verdict["kept"], *(set(genomes) - set(scores))})
         best = max(scores.values())
         _log("screening: " + ", ".join(f"{n} {scores[n]:.3f}" for n in sorted(
             scores, key=scores.__getitem__, reverse=True)) + f"; dropped (more than "
@@ -227,6 +240,7 @@ class Search:
         self._completed_at_start = len(self.records)
         if self.cfg.search.screen and self.screening is None:
             self.screening = self.screen()
+            self.save_state()  # a driver killed now resumes without screening again
         self.strategy = create_strategy(self.cfg.search.algorithm, self.problem())
         if resume_state:
             self.restore_strategy(resume_state)

@@ -39,7 +39,7 @@ def soak_genomes(layout: GenomeLayout, n: int, seed: int) -> list[list[float]]:
     """`n` genomes: a fifth at the corners of the box, the rest uniform inside it."""
     rng = random.Random(seed)
     lo, hi = layout.bounds()
-    n_a = len(layout.criteria)
+    n_a = layout.n_alpha
 
     def alphas() -> list[float]:
         if rng.random() < 0.5:  # one criterion alone, as the search's seeds are

@@ -37,7 +37,8 @@ def cluster(monkeypatch):
         c.shutdown()
 
 
-def test_quarter_gpu_workers_fill_whole_gpus_four_at_a_time(cluster):
+@pytest.mark.parametrize("share, workers, packed", [(0.25, 8, [4, 4]), (0.3, 6, [3, 3])])
+def test_fractional_workers_fill_whole_gpus(cluster, share, workers, packed):
     problem = Problem((0.1,) * 4, (1.0,) * 4, Objectives(("accuracy", "flops")), 8, 2, seed=0)
     strategy = create_strategy("random", problem)
     seen = []
@@ -46,15 +47,15 @@ def test_quarter_gpu_workers_fill_whole_gpus_four_at_a_time(cluster):
         seen.append(result)
         strategy.on_trial_complete(trial_id, result)
 
-    cfg = SearchConfig(workers=8, gpus_per_trial=0.25, max_restarts=0, population=8)
+    cfg = SearchConfig(workers=workers, gpus_per_trial=share, max_restarts=0, population=8)
     stats = run_actors({"setup_seconds": 0.0, "candidate_seconds": 0.2}, strategy,
                        on_complete, cfg, num_samples=16, actor=StubEvaluator,
                        log=lambda m: None)
     assert stats.completed == 16 and all(r["status"] == "ok" for r in seen)
-    workers = {r["worker"]["pid"]: r["worker"] for r in seen}
-    assert len(workers) == 8
-    per_gpu = Counter((w["node"], tuple(w["gpu_ids"])) for w in workers.values())
+    seen_workers = {r["worker"]["pid"]: r["worker"] for r in seen}
+    assert len(seen_workers) == workers
+    per_gpu = Counter((w["node"], tuple(w["gpu_ids"])) for w in seen_workers.values())
     assert all(len(gpus) == 1 for _, gpus in per_gpu)  # one GPU id per worker
-    assert sorted(per_gpu.values()) == [4, 4]  # two whole GPUs, not three or four partial
+    assert sorted(per_gpu.values()) == packed  # whole GPUs, none split over two
     groups = ray.util.placement_group_table().values()
     assert groups and all(g["state"] == "REMOVED" for g in groups)  # given back at the end
