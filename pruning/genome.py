@@ -42,6 +42,7 @@ class GenomeLayout:
     # One alpha gene per tuple of criterion indices (a cluster of criteria that agree);
     # None: one per criterion.
     alpha_genes: tuple[tuple[int, ...], ...] | None = None
+    levels: int = 0  # > 0: ratio genes snap to `levels` steps of max_ratio / levels
 
     def __post_init__(self) -> None:
         if self.encoding not in ENCODINGS:
@@ -53,6 +54,8 @@ class GenomeLayout:
             raise ValueError(f"genome.min_channels: must be >= 1, got {self.min_channels}")
         if self.round_to < 1:
             raise ValueError(f"genome.round_to: must be >= 1, got {self.round_to}")
+        if self.levels < 0:
+            raise ValueError(f"genome.levels: must be >= 0, got {self.levels}")
 
     @classmethod
     def build(cls, table: ScoreTable, group_map: GroupMap, *, granularity: str = "group",
@@ -82,6 +85,9 @@ class GenomeLayout:
         n_a, n_s = self.n_alpha, len(self.slots)
         genes = np.clip(g[:n_a], 0.0, 1.0)
         values = np.clip(g[n_a:n_a + n_s], 0.0, self.max_ratio)
+        if self.levels:  # discrete keep levels: nearby genomes share a plan, dedupe bites
+            step = self.max_ratio / self.levels
+            values = np.round(values / step) * step
         if self.alpha_genes is None:
             return genes, values
         alpha = np.zeros(len(self.criteria))

@@ -114,6 +114,8 @@ class GenomeConfig(_Section):
     max_ratio: float = Field(0.8, ge=0, lt=1, description="upper bound of every ratio gene")
     min_channels: int = Field(4, ge=1, description="channels every layer keeps at least")
     round_to: int = Field(1, ge=1, description="kept channels are rounded to a multiple")
+    levels: int = Field(0, ge=0, description="ratio genes snap to this many steps up to "
+                                             "max_ratio (0: continuous)")
     keep: Literal["select", "fuse"] = Field(
         "select", description="drop pruned filters, or fuse them into the kept ones (DCFF)")
 

@@ -143,7 +143,7 @@ def _layout(cfg: Config, table: ScoreTable, group_map: GroupMap) -> GenomeLayout
         tuple(c) for c in Blender(table, cfg.criteria.cluster_threshold).model_clusters())
     return GenomeLayout.build(table, group_map, granularity=g.granularity, encoding=g.encoding,
                               max_ratio=g.max_ratio, min_channels=g.min_channels,
-                              round_to=g.round_to, targets=targets(cfg),
+                              round_to=g.round_to, levels=g.levels, targets=targets(cfg),
                               alpha_genes=alpha_genes)
 
 

@@ -134,3 +134,16 @@ def test_cluster_alpha_genes_set_every_member_and_shorten_the_genome(parts):
     members = next(c for c in clusters if k in c)
     assert [int(i) for i in np.flatnonzero(alpha)] == list(members)
     assert np.allclose(values, 0.4)
+
+
+def test_keep_levels_snap_ratio_genes_so_nearby_genomes_share_a_plan(parts):
+    table, gm, cost = parts
+    dec = Decoder(table, GenomeLayout.build(table, gm, max_ratio=0.8, levels=4), cost)
+    alpha = np.eye(len(POOL))[0]
+    _, values = dec.layout.split(dec.layout.make(alpha, [0.09, 0.11, 0.29, 0.31] + [0.8] * (
+        len(dec.layout.slots) - 4)))
+    assert list(values[:4]) == pytest.approx([0.0, 0.2, 0.2, 0.4])  # steps of 0.8 / 4
+    a, b = (dec.layout.make(alpha, v) for v in (0.31, 0.35))
+    assert dec.decode(a) == dec.decode(b)
+    with pytest.raises(ValueError, match="genome.levels"):
+        GenomeLayout.build(table, gm, levels=-1)
