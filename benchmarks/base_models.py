@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks._common import CACHE, DEFAULT_DATA_ROOT, REPO, command, machine
+from benchmarks._common import CACHE, DEFAULT_DATA_ROOT, REPO, cifar10_npz, command, machine
 from pruning import (
     ImageData,
     TensorLoader,
@@ -39,8 +39,6 @@ MODELS = REPO / "benchmarks" / "models"
 
 def load(dataset: str, root: Path) -> ImageData:
     """The benchmark copy of `dataset` (Fashion-MNIST or the shared JPEG CIFAR-10)."""
-    from benchmarks._common import cifar10_npz
-
     if dataset == "fashion-mnist":
         data = load_dataset("fashion-mnist", str(root / "fashion-mnist"))
     else:
