@@ -60,11 +60,13 @@ def _run_steps(model: nn.Module, batches: Batches, total: int,
                label_smoothing: float, on_epoch: Callable[[int, float], None] | None = None,
                steps_per_epoch: int = 0, channels_last: bool = True, start: int = 0
                ) -> dict[str, float]:
-    """Steps `start`..`total` - 1 of a schedule; `on_epoch` after each whole epoch."""
+    """Steps `start`..`total` - 1 of a schedule; `on_epoch` after each whole epoch, with
+    that epoch's mean loss. Returns the mean loss over all steps run."""
     device = _device(model)
     model.to(memory_format=memory_format(channels_last))
     model.train()
     loss_sum, seen, step = 0.0, 0, start
+    epoch_sum, epoch_seen = 0.0, 0
     with training_guards(model):
         for x, y in batches:
             if step == total:
@@ -79,11 +81,15 @@ def _run_steps(model: nn.Module, batches: Batches, total: int,
             opt.zero_grad(set_to_none=True)
             torch.autograd.backward(loss)
             opt.step()
-            loss_sum += loss.item() * len(y)
-            seen += len(y)
+            epoch_sum += loss.item() * len(y)
+            epoch_seen += len(y)
             step += 1
-            if on_epoch is not None and steps_per_epoch and step % steps_per_epoch == 0:
-                on_epoch(step // steps_per_epoch, loss_sum / max(seen, 1))
+            if steps_per_epoch and step % steps_per_epoch == 0:
+                if on_epoch is not None:
+                    on_epoch(step // steps_per_epoch, epoch_sum / epoch_seen)
+                loss_sum, seen = loss_sum + epoch_sum, seen + epoch_seen
+                epoch_sum, epoch_seen = 0.0, 0
+    loss_sum, seen = loss_sum + epoch_sum, seen + epoch_seen
     return {"loss": loss_sum / max(seen, 1), "steps": float(step - start)}
 
 

@@ -81,8 +81,11 @@ def test_training_interrupted_and_resumed_ends_where_an_uninterrupted_one_does(t
     def loader():
         return TensorLoader(x, y, batch_size=128, mean=mean, std=std, augment=True, pad=2)
 
-    straight = fresh()
-    train(straight, loader(), epochs=3, lr=0.1)
+    straight, losses = fresh(), {}
+    out = train(straight, loader(), epochs=3, lr=0.1,
+                on_epoch=lambda epoch, loss: losses.setdefault(epoch, loss))
+    assert list(losses) == [1, 2, 3]
+    assert out["loss"] == pytest.approx(sum(losses.values()) / 3)  # equal-sized epochs
 
     class Stop(Exception):
         pass
@@ -96,8 +99,11 @@ def test_training_interrupted_and_resumed_ends_where_an_uninterrupted_one_does(t
     with pytest.raises(Stop):
         train(resumed, loader(), epochs=3, lr=0.1, on_epoch=stop_after_first, checkpoint=ckpt)
     resumed = fresh()  # a new process: only the checkpoint survives
-    out = train(resumed, loader(), epochs=3, lr=0.1, checkpoint=ckpt)
+    again: dict[int, float] = {}
+    out = train(resumed, loader(), epochs=3, lr=0.1, checkpoint=ckpt,
+                on_epoch=lambda epoch, loss: again.setdefault(epoch, loss))
     assert out["steps"] == 2 * 4  # two epochs of 512 / 128 batches were left
+    assert again == pytest.approx({2: losses[2], 3: losses[3]})  # each epoch's own loss
     for a, b in zip(straight.state_dict().values(), resumed.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b)
     assert train(resumed, loader(), epochs=3, lr=0.1, checkpoint=ckpt)["steps"] == 0
