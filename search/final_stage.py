@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pruning import Plan, apply_plan, save_pruned, train
+from pruning import Plan, adaptive_bn, apply_plan, save_pruned, train
 
 from .config import Config
 from .prepare import Prepared
@@ -31,6 +31,11 @@ def final_stage(cfg: Config, prepared: Prepared, run: RunDir, tracker: Tracker,
     for rank, row in enumerate(picks):
         plan = Plan.from_dict(records[row["index"]]["result"]["plan"])
         model = apply_plan(ws.model, ws.group_map, plan, keep=cfg.genome.keep)
+        # As the candidate was scored: BatchNorm statistics re-estimated first, so a short
+        # fine-tune does not end with running statistics still half the unpruned net's.
+        bn = ws.train.loader(batch_size=cfg.evaluation.batch_size, mean=ws.mean, std=ws.std,
+                             seed=cfg.search.seed + 1)
+        adaptive_bn(model, bn.batches(cfg.evaluation.bn_batches))
         if cfg.final.epochs:
             loader = ws.loader(ws.train, train=True, batch_size=cfg.evaluation.batch_size,
                                seed=cfg.search.seed + rank)
