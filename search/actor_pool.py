@@ -48,12 +48,14 @@ Log = Callable[[str], None]
 
 @dataclass(frozen=True)
 class Request:
-    """One candidate to evaluate: its trial id, genome, fidelity and attempt number."""
+    """One candidate to evaluate: its trial id, genome, fidelity and attempt number;
+    `cheap`: a cheap rung of successive halving, not counted against the budget."""
 
     trial_id: str
     genome: list[float]
     fidelity: Fidelity = Fidelity()
     attempt: int = 1
+    cheap: bool = False
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,7 @@ class PoolStats:
     replaced: int = 0
     requeued: int = 0
     completed: int = 0
+    cheap: int = 0  # cheap-rung evaluations (successive halving)
     setup_seconds: list[float] = field(default_factory=list)
     ready_at: list[float] = field(default_factory=list)  # perf_counter() of each actor ready
     dispatch_seconds: list[float] = field(default_factory=list)
@@ -277,15 +280,22 @@ def run_actors(resident: Resident | Any, strategy: Strategy, on_complete: OnComp
 
     `on_complete(trial_id, genome, result, reason)` gets every candidate once, in the
     order they finish; a candidate whose actor died `ATTEMPTS` times gets None and why.
+    Cheap rungs (`strategy.is_cheap`) run at `cfg.halving_steps` and are not counted.
     `actor` is the class each worker runs: `EvaluatorActor`'s constructor and methods
     (`ready`, `evaluate`), over whatever `resident` is; it is sent only plain values.
     """
     pool = _Pool(actor, ray.put(resident), cfg, log)
     retry: deque[Request] = deque()
     reported: set[str] = set()
+    counted = 0  # reported full evaluations
+    cheap = Fidelity(finetune_steps=cfg.halving_steps)
+
+    def running() -> int:
+        return sum(not r.cheap for _, r, _ in pool.busy.values())
+
     try:
-        while len(reported) < num_samples:
-            while pool.idle and len(reported) + len(pool.busy) < num_samples:
+        while counted < num_samples:
+            while pool.idle and counted + running() < num_samples:
                 if retry:
                     request = retry.popleft()
                 else:
@@ -293,7 +303,9 @@ def run_actors(resident: Resident | Any, strategy: Strategy, on_complete: OnComp
                     genome = strategy.suggest(trial_id)
                     if genome is None:
                         break
-                    request = Request(trial_id, list(genome), fidelity)
+                    request = Request(trial_id, list(genome), fidelity) \
+                        if not strategy.is_cheap(trial_id) else \
+                        Request(trial_id, list(genome), cheap, cheap=True)
                 pool.submit(request)
             if not pool.busy:
                 if strategy.finished and not strategy.pending and not retry:
@@ -309,10 +321,12 @@ def run_actors(resident: Resident | Any, strategy: Strategy, on_complete: OnComp
                     pool.stats.requeued += 1
                     log(f"  requeued a candidate after its worker died ({f.reason})")
                     retry.append(Request(request.trial_id, request.genome, request.fidelity,
-                                         request.attempt + 1))
+                                         request.attempt + 1, request.cheap))
                     continue
                 reported.add(request.trial_id)
-                pool.stats.completed += 1
+                counted += not request.cheap
+                pool.stats.completed += not request.cheap
+                pool.stats.cheap += request.cheap
                 on_complete(request.trial_id, request.genome, f.result, f.reason)
     finally:
         pool.shutdown()

@@ -183,6 +183,12 @@ class SearchConfig(_Section):
                                             "worse ones")
     screen_margin: float = Field(0.05, ge=0, le=1, description="accuracy below the best "
                                                              "screened cluster that drops one")
+    halving: int = Field(1, ge=1, description="successive halving: breed this many times the "
+                                              "population, score all at a cheap rung, "
+                                              "evaluate the best of each FLOPs target in "
+                                              "full (1: off; deap-nsga2 on actors)")
+    halving_steps: int = Field(0, ge=0, description="fine-tune steps of the cheap rung (0: "
+                                                    "adaptive BN alone)")
     crossover_eta: float = Field(15.0, gt=0, description="SBX crossover distribution index")
     mutation_eta: float = Field(20.0, gt=0, description="polynomial mutation index")
     crossover_prob: float = Field(0.9, ge=0, le=1, description="crossover probability")
@@ -191,6 +197,15 @@ class SearchConfig(_Section):
     @classmethod
     def _known_algorithm(cls, name: str) -> str:
         return _resolvable(get_strategy, "search.algorithm", name)
+
+    @field_validator("halving")
+    @classmethod
+    def _halving_runs_here(cls, eta: int, info: ValidationInfo) -> int:
+        algorithm, executor = info.data.get("algorithm"), info.data.get("executor")
+        if eta > 1 and (algorithm != "deap-nsga2" or executor != "actors"):
+            raise ValueError(f"needs search.algorithm deap-nsga2 on executor actors, not "
+                             f"{algorithm} on {executor}")
+        return eta
 
     @property
     def budget(self) -> int:

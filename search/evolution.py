@@ -157,7 +157,15 @@ class _NSGA(Strategy):
 
 
 class GenerationalNSGA(_NSGA):
-    """Classic NSGA-II: evaluate `population` children, select parents + children."""
+    """Classic NSGA-II: evaluate `population` children, select parents + children.
+
+    With successive halving (`options["halving"]` = eta > 1), each generation breeds eta
+    times as many children, scores them all at a cheap rung (`is_cheap`), and evaluates in
+    full only the best `population` of them: within each FLOPs target (`Problem.stratum`)
+    ranked by cheap accuracy and taken in turn from every target. Only full results enter
+    selection. The seeds of generation 0 skip the cheap rung, so the front starts from
+    every single criterion's own result.
+    """
 
     name = "deap-nsga2"
 
@@ -165,6 +173,58 @@ class GenerationalNSGA(_NSGA):
         super().__init__(problem)
         self.generation = 0
         self.offspring: list[_Individual] = []
+        self.eta = int(problem.options.get("halving", 1))
+        self.cheap_queue: list[Genome] = []
+        self.cheap_pending: dict[str, Genome] = {}
+        self.cheap_scored: list[tuple[Genome, tuple[float, ...]]] = []
+        self.to_promote = 0
+        if self.eta > 1:  # generation 0: seeds in full, eta x the random rest at the rung
+            n_seeds = min(len(problem.seeds), problem.population)
+            rest = self.queue[n_seeds:]
+            self.queue = self.queue[:n_seeds]
+            self.to_promote = len(rest)
+            with self._own_rng():
+                while len(rest) < self.eta * self.to_promote:
+                    genome = [random.uniform(lo, hi) for lo, hi in
+                              zip(problem.lower, problem.upper)]
+                    if self._is_new(genome):
+                        rest.append(genome)
+            self.cheap_queue = rest
+
+    def suggest(self, trial_id: str) -> Genome | None:
+        if self.cheap_queue and not self.retry:
+            genome = self.cheap_queue.pop(0)
+            self.cheap_pending[trial_id] = genome
+            return genome
+        return super().suggest(trial_id)
+
+    def is_cheap(self, trial_id: str) -> bool:
+        return trial_id in self.cheap_pending
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None) -> None:
+        if trial_id not in self.cheap_pending:
+            super().on_trial_complete(trial_id, result)
+            return
+        genome = self.cheap_pending.pop(trial_id)
+        self.cheap_scored.append((genome, self.problem.objectives.fitness(result)))
+        if not self.cheap_queue and not self.cheap_pending:
+            self.queue += self._promote(self.cheap_scored, self.to_promote)
+            self.cheap_scored = []
+
+    def _promote(self, scored: list[tuple[Genome, tuple[float, ...]]], k: int) -> list[Genome]:
+        """The k best cheaply scored genomes, taken in turn from each FLOPs target."""
+        if self.problem.stratum is None:
+            with self._own_rng():
+                chosen = self._select([self._individual(g, f) for g, f in scored], k)
+            return [list(c) for c in chosen]
+        groups: dict[Any, list[tuple[Genome, tuple[float, ...]]]] = {}
+        for genome, fit in scored:
+            groups.setdefault(self.problem.stratum(genome), []).append((genome, fit))
+        # Within a target the costs are equal by construction: accuracy (first) decides.
+        ranked = [sorted(g, key=lambda x: -x[1][0]) for _, g in sorted(
+            groups.items(), key=lambda kv: str(kv[0]))]
+        order = [r[i][0] for i in range(max(map(len, ranked))) for r in ranked if i < len(r)]
+        return order[:k]
 
     def _learn(self, trial_id: str, genome: Genome, result: dict[str, Any] | None) -> None:
         self.offspring.append(self._individual(genome, self.problem.objectives.fitness(result)))
@@ -177,16 +237,29 @@ class GenerationalNSGA(_NSGA):
             self.generation += 1
             remaining = self.problem.budget - self.suggested
             if remaining > 0:
-                self.queue = self._breed(min(remaining, self.problem.population))
+                k = min(remaining, self.problem.population)
+                if self.eta > 1:
+                    self.cheap_queue, self.to_promote = self._breed(self.eta * k), k
+                else:
+                    self.queue = self._breed(k)
 
     def get_state(self) -> dict[str, Any]:
         return {**super().get_state(), "generation": self.generation,
-                "offspring": [[list(i), list(i.fitness.values)] for i in self.offspring]}
+                "offspring": [[list(i), list(i.fitness.values)] for i in self.offspring],
+                "cheap_queue": self.cheap_queue, "cheap_pending": dict(self.cheap_pending),
+                "cheap_scored": [[g, list(f)] for g, f in self.cheap_scored],
+                "to_promote": self.to_promote}
 
     def set_state(self, state: dict[str, Any]) -> None:
+        """Restore; cheap trials that were running are scored again first."""
         super().set_state(state)
         self.generation = state["generation"]
         self.offspring = [self._individual(g, tuple(f)) for g, f in state["offspring"]]
+        self.cheap_queue = [list(g) for g in (*state.get("cheap_pending", {}).values(),
+                                              *state.get("cheap_queue", []))]
+        self.cheap_pending = {}
+        self.cheap_scored = [(list(g), tuple(f)) for g, f in state.get("cheap_scored", [])]
+        self.to_promote = state.get("to_promote", 0)
 
 
 class SteadyStateNSGA(_NSGA):

@@ -75,6 +75,8 @@ class Search:
         self.sender = TrackingQueue(tracker, run.append)
         self.pool_stats: PoolStats | None = None  # what the actor pool did, once it ran
         self.screening: dict[str, Any] | None = run.state().get("screening")
+        self.rungs: list[dict[str, Any]] = run.rung_records()  # successive halving's scores
+        self.finished_trials |= {r["trial_id"] for r in self.rungs}
 
     # -- set-up ------------------------------------------------------------------------
     def problem(self) -> Problem:
@@ -98,10 +100,13 @@ class Search:
         def plan_key(genome: Any) -> tuple[tuple[int, ...], ...]:
             return tuple(tuple(v) for v in decoder.decode(genome).to_dict().values())
 
+        layout = decoder.layout
         return Problem(tuple(lo), tuple(hi), self.objectives, s.population, s.generations,
                        s.seed, tuple(tuple(g) for _, g in seeds),
                        {"crossover_eta": s.crossover_eta, "mutation_eta": s.mutation_eta,
-                        "crossover_prob": s.crossover_prob}, key=plan_key)
+                        "crossover_prob": s.crossover_prob, "halving": s.halving},
+                       key=plan_key,
+                       stratum=layout.target if layout.targets is not None else None)
 
     def report_clusters(self) -> None:
         """criteria/correlation.png and criteria/clusters.json, on the run and the parent."""
@@ -129,6 +134,9 @@ class Search:
         if trial_id in self.finished_trials:  # reported twice (Ray retried after a result)
             return
         self.finished_trials.add(trial_id)
+        if self.strategy.is_cheap(trial_id):
+            self.on_cheap(trial_id, genome, result, failure)
+            return
         if result is None:  # the trial crashed (after Tune's retries): a failed candidate
             plan = self.prepared.decoder.decode(genome)
             cost = self.prepared.decoder.cost
@@ -151,6 +159,47 @@ class Search:
         if len(self.records) % self.cfg.search.population == 0 or \
                 len(self.records) == self.cfg.search.budget:
             self.end_generation()
+
+    def on_cheap(self, trial_id: str, genome: list[float], result: dict[str, Any] | None,
+                 failure: str) -> None:
+        """A cheap-rung score: kept in its own ledger, learnt, checkpointed."""
+        assert self.strategy is not None
+        ok = result is not None and result["status"] == "ok"
+        record = {"trial_id": trial_id, "genome": genome,
+                  "generation": len(self.records) // self.cfg.search.population,
+                  "status": "ok" if ok else "failed",
+                  "reason": "" if ok else failure or (result or {}).get("reason", ""),
+                  "accuracy": result["accuracy"] if ok and result else None,
+                  "flops_ratio": result["flops_ratio"] if result else None,
+                  "seconds": result["timings"].get("total", 0.0) if result else 0.0}
+        self.run.append_rung(record)
+        self.rungs.append(record)
+        self.strategy.on_trial_complete(trial_id, result)
+        self.save_state()
+
+    def halving_report(self) -> dict[str, Any]:
+        """How well the cheap rung ranked what was then evaluated in full: Spearman's rho
+        within each FLOPs target, over the promoted candidates (a truncated sample: the
+        cheap rung's losers are never evaluated in full)."""
+        from scipy.stats import spearmanr
+
+        cheap = {tuple(r["genome"]): r["accuracy"] for r in self.rungs if r["status"] == "ok"}
+        layout = self.prepared.layout
+        pairs: dict[str, list[tuple[float, float]]] = {}
+        for r in self.records:
+            score = cheap.get(tuple(r["genome"]))
+            if score is not None and r["result"]["status"] == "ok":
+                target = layout.target(r["genome"])
+                key = "all" if target is None else f"{target:g}"
+                pairs.setdefault(key, []).append((score, r["result"]["accuracy"]))
+        rho = {}
+        for key, p in sorted(pairs.items()):
+            value = float(spearmanr(*zip(*p)).statistic) if len(p) >= 3 else float("nan")
+            rho[key] = {"spearman": None if np.isnan(value) else value, "n": len(p)}
+        return {"eta": self.cfg.search.halving, "steps": self.cfg.search.halving_steps,
+                "cheap_evaluations": len(self.rungs),
+                "cheap_seconds": sum(r["seconds"] for r in self.rungs),
+                "rank_agreement": rho}
 
     def save_state(self) -> None:
         """The run's checkpoint; before the strategy exists (after a screen) without it."""
@@ -175,9 +224,11 @@ class Search:
         elapsed = time.time() - self.start_time
         done_now = n - self._completed_at_start
         eta = elapsed / max(done_now, 1) * (self.cfg.search.budget - n)
+        cheap = sum(r["generation"] == gen for r in self.rungs)
         _log(f"gen {gen:>3}  evaluated {n:>4}/{self.cfg.search.budget}  front {len(front):>3}  "
              f"hypervolume {hv:.4f}  best acc within budget {best:.4f}  "
-             f"elapsed {_fmt_time(elapsed)}  eta {_fmt_time(eta)}")
+             + (f"(best of {cheap} cheap)  " if cheap else "")
+             + f"elapsed {_fmt_time(elapsed)}  eta {_fmt_time(eta)}")
         metrics = {"hypervolume": hv, "front_size": len(front), "evaluated": n,
                    "best_feasible_accuracy": 0.0 if not feasible else best}
 
@@ -250,6 +301,14 @@ class Search:
             _log(f"search: {s.algorithm}, {remaining} of {s.budget} candidates to go on "
                  f"{s.workers} workers ({s.executor})")
             self.execute(remaining)
+        if self.cfg.search.halving > 1:
+            report = self.halving_report()
+            self.tracker.log_dict(report, "rungs/halving.json")
+            _log(f"halving: {report['cheap_evaluations']} cheap evaluations "
+                 f"({report['cheap_seconds']:.0f} s); rank agreement with the full score: "
+                 + ", ".join(f"{k} {v['spearman']:.2f} (n={v['n']})"
+                             if v["spearman"] is not None else f"{k} n/a (n={v['n']})"
+                             for k, v in report["rank_agreement"].items()))
         missing = self.drain()
         self.sender.close()
         if missing:

@@ -4,6 +4,7 @@
         config.yaml        the resolved config
         state.json         strategy state, MLflow ids, counts (replaced atomically)
         candidates.jsonl   one line per finished candidate, appended and fsynced
+        rungs.jsonl        cheap-rung scores of successive halving, one line each
         final/<rank>/      exported models of the final stage
 
 A candidate is first appended to the ledger, then sent to MLflow; a record whose
@@ -85,10 +86,27 @@ class RunDir:
     def append(self, record: dict[str, Any]) -> None:
         """Add a ledger line (fsynced); the tracking thread appends too, hence the lock."""
         with self._lock:
-            self._append(record)
+            self._append(record, "candidates.jsonl")
 
-    def _append(self, record: dict[str, Any]) -> None:
-        p = self.path / "candidates.jsonl"
+    def append_rung(self, record: dict[str, Any]) -> None:
+        """Add one cheap-rung score (successive halving) to its own ledger."""
+        with self._lock:
+            self._append(record, "rungs.jsonl")
+
+    def rung_records(self) -> list[dict[str, Any]]:
+        p = self.path / "rungs.jsonl"
+        if not p.exists():
+            return []
+        out = []
+        for line in p.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return out
+
+    def _append(self, record: dict[str, Any], name: str) -> None:
+        p = self.path / name
         torn = False
         if p.exists() and p.stat().st_size > 0:
             with open(p, "rb") as f:

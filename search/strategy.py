@@ -42,6 +42,9 @@ class Problem:
     # genome -> identity of what it decodes to (its plan); lets strategies avoid
     # spending budget on a genome whose plan was already evaluated.
     key: Callable[[Sequence[float]], Hashable] | None = None
+    # genome -> the FLOPs target it is pruned onto; successive halving promotes the best
+    # of each target, so no target loses its share to another's easier accuracy.
+    stratum: Callable[[Sequence[float]], Hashable] | None = None
 
     @property
     def budget(self) -> int:
@@ -90,6 +93,11 @@ class Strategy:
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None) -> None:
         genome = self.pending.pop(trial_id)
         self._learn(trial_id, genome, result)
+
+    def is_cheap(self, trial_id: str) -> bool:
+        """Whether a pending trial is a cheap rung of successive halving: scored at the
+        search's cheap fidelity, learnt from, but not counted against the budget."""
+        return False
 
     def _propose(self) -> Genome | None:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -88,6 +88,10 @@ CASES = {
     "targets and range": (["search", "--set", "constraints.flops_targets=[0.3]",
                            "--set", "constraints.min_flops_ratio=0.2"],
                           "constraints.min_flops_ratio: give flops_targets or min_flops_ratio"),
+    "halving elsewhere": (["search", "--set", "search.algorithm=random",
+                           "--set", "search.halving=3"],
+                          "search.halving: needs search.algorithm deap-nsga2 on executor "
+                          "actors, not random on actors"),
     "unreachable target": (["search", "--set", "constraints.flops_targets=[0.001,0.5]"],
                            "constraints.flops_targets: 0.001 is below the smallest reachable"),
     "unknown preset": (["search", "cifar11"], "preset: unknown preset 'cifar11'"),

@@ -124,6 +124,37 @@ def test_search_at_flops_targets_prunes_every_candidate_onto_one(env, capsys):
     check_front(client, parents[0], children)
 
 
+def test_successive_halving_evaluates_in_full_the_cheap_rungs_best_at_each_target(env, capsys):
+    uri = f"sqlite:///{env / 'halving'}.db"
+    out_dir = env / "runs-halving"
+    assert main(["search", *FAST, "--set", "constraints.flops_targets=[0.3,0.5]",
+                 "--set", "search.halving=3", "--tracking-uri", uri,
+                 "--output-dir", str(out_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "(best of 24 cheap)" in out and "rank agreement with the full score" in out
+    client, parents, children = mlflow_runs(uri)
+    assert sum(c.info.status == "FINISHED" for c in children) == BUDGET  # cheap ones apart
+    from search.rundir import RunDir
+
+    (run,) = (RunDir(p) for p in out_dir.iterdir())
+    rungs = run.rung_records()
+    # generation 0: 6 seeds in full, 3 x 2 random cheaply; generation 1: 3 x 8 cheaply
+    assert [sum(r["generation"] == g for r in rungs) for g in (0, 1)] == [6, 24]
+    assert all(r["status"] == "ok" and 0 <= r["accuracy"] <= 1 for r in rungs)
+    full = [r for r in run.records() if r["generation"] == 1]
+    for t in (0.3, 0.5):
+        mine = [r["genome"] for r in full if t - 0.02 <= r["result"]["flops_ratio"] <= t]
+        best = sorted((r for r in rungs if r["generation"] == 1
+                       and t - 0.02 <= r["flops_ratio"] <= t), key=lambda r: -r["accuracy"])
+        assert len(mine) == 4  # each target keeps its share
+        cut = best[len(mine) - 1]["accuracy"]  # ties at the cut may go either way
+        assert all(r["accuracy"] >= cut for r in best if r["genome"] in mine)
+        assert all(r["genome"] in mine for r in best if r["accuracy"] > cut)
+    local = client.download_artifacts(parents[0].info.run_id, "rungs/halving.json")
+    report = json.loads(Path(local).read_text())
+    assert report["cheap_evaluations"] == 30 and set(report["rank_agreement"]) == {"0.3", "0.5"}
+
+
 def test_screening_leaves_dropped_clusters_out_of_every_candidate(env, capsys):
     uri = f"sqlite:///{env / 'screen'}.db"
     out_dir = env / "runs-screen"

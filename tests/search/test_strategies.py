@@ -193,3 +193,67 @@ def test_children_avoid_already_seen_plans():
     keys = [key(g) for g in genomes]
     plain = drive(create_strategy("deap-nsga2", base))
     assert len(set(keys)) > len({key(g) for g in plain})
+
+
+def cheap_result(genome):
+    """The cheap rung ranks by something the full score ignores (genome[1])."""
+    return {**toy_result(genome), "accuracy": genome[1]}
+
+
+def halving_problem(seeds=()):
+    base = toy_problem(population=4, generations=3, seeds=seeds)
+    return Problem(base.lower, base.upper, base.objectives, 4, 3, seed=5, seeds=base.seeds,
+                   options={"halving": 3}, stratum=lambda g: g[3] > 0.4)
+
+
+def drive_halving(strategy, workers=3):
+    """Like `drive`, scoring cheap trials with `cheap_result`; (cheap, full) genomes."""
+    running, cheap, full, n = [], [], [], 0
+    while not strategy.finished or running:
+        while len(running) < workers:
+            g = strategy.suggest(f"t{n}")
+            if g is None:
+                break
+            running.append((f"t{n}", g, strategy.is_cheap(f"t{n}")))
+            n += 1
+        assert running, "strategy stalled with no running trial"
+        tid, g, is_cheap = running.pop(0)
+        strategy.on_trial_complete(tid, cheap_result(g) if is_cheap else toy_result(g))
+        (cheap if is_cheap else full).append(g)
+    return cheap, full
+
+
+def test_halving_scores_eta_times_cheaply_and_evaluates_the_best_of_each_target_in_full():
+    seeds = [(1.0, 0, 0, 0.3, 0.3), (0, 1.0, 0, 0.6, 0.6)]
+    s = create_strategy("deap-nsga2", halving_problem(seeds))
+    cheap, full = drive_halving(s)
+    assert len(full) == 12  # the budget counts full evaluations only
+    assert len(cheap) == 3 * 2 + 3 * 4 + 3 * 4  # generation 0's seeds skip the cheap rung
+    assert [tuple(g) for g in full[:2]] == [tuple(map(float, x)) for x in seeds]
+    # Generation 2: 12 cheap children, then the 4 full ones, two from each target, each
+    # the best of its target by the cheap score (genome[1]).
+    last_cheap, last_full = cheap[-12:], full[-4:]
+    for side in (False, True):
+        group = sorted((g for g in last_cheap if (g[3] > 0.4) == side), key=lambda g: -g[1])
+        promoted = [g for g in last_full if (g[3] > 0.4) == side]
+        assert sorted(promoted) == sorted(group[:len(promoted)])
+    assert sum(g[3] > 0.4 for g in last_full) == 2
+
+
+def test_halving_state_round_trips_with_cheap_trials_running():
+    p = halving_problem()
+    a = create_strategy("deap-nsga2", p)
+    started = [a.suggest(f"t{i}") for i in range(5)]  # 12 cheap in generation 0
+    assert all(a.is_cheap(f"t{i}") for i in range(5))
+    for i in range(3):
+        a.on_trial_complete(f"t{i}", cheap_result(started[i]))
+    b = create_strategy("deap-nsga2", p)
+    b.set_state(json.loads(json.dumps(a.get_state())))
+    # the two cheap trials that were running are scored again first, still cheap
+    assert [b.suggest("r0"), b.suggest("r1")] == started[3:5]
+    assert b.is_cheap("r0") and b.is_cheap("r1")
+    for tid, g in (("t3", started[3]), ("t4", started[4])):
+        a.on_trial_complete(tid, cheap_result(g))
+    for tid, g in (("r0", started[3]), ("r1", started[4])):
+        b.on_trial_complete(tid, cheap_result(g))
+    assert drive_halving(a) == drive_halving(b)
