@@ -27,7 +27,7 @@ from .plan import Plan, decode_plan, keep_count, ratio_slots
 from .scores import DEFAULT_POOL, ScoreTable, compute_scores
 from .surgery import ChannelGroup, GroupMap, apply_plan, fuse_filters
 from .targets import Targets
-from .train import DivergedError, adaptive_bn, evaluate, finetune, train
+from .train import Distill, DivergedError, adaptive_bn, evaluate, finetune, train
 
 __all__ = [
     "DEFAULT_POOL",
@@ -39,6 +39,7 @@ __all__ = [
     "Criterion",
     "Data",
     "DivergedError",
+    "Distill",
     "EvalSettings",
     "Evaluator",
     "Fidelity",

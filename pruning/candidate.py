@@ -23,7 +23,7 @@ from .loader import Split, TensorSplit
 from .plan import Plan
 from .scores import ScoreTable
 from .surgery import GroupMap, apply_plan
-from .train import DivergedError, adaptive_bn, evaluate, finetune, memory_format
+from .train import Distill, DivergedError, adaptive_bn, evaluate, finetune, memory_format
 
 __all__ = ["CandidateResult", "EvalSettings", "Evaluator", "Fidelity"]
 
@@ -39,6 +39,7 @@ class EvalSettings:
     seed: int = 0
     latency: bool = False
     channels_last: bool = True
+    distill: float = 0.0  # weight of distillation from the base model in the fine-tune
 
 
 @dataclass(frozen=True)
@@ -168,7 +169,8 @@ class Evaluator:
                     result.bn_accuracy = evaluate(model, self.holdout_loader)["accuracy"]
                 with _timed(t, "finetune"):
                     finetune(model, ft_loader.batches(steps), steps, lr=s.lr,
-                             channels_last=s.channels_last)
+                             channels_last=s.channels_last,
+                             distill=Distill(self.base, s.distill) if s.distill else None)
             with _timed(t, "evaluate"):
                 result.accuracy = evaluate(model, self.holdout_loader)["accuracy"]
             if s.latency:

@@ -14,6 +14,7 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +23,8 @@ from torch import nn
 from .kernel_guards import training_guards
 from .loader import Loader
 
-__all__ = ["DivergedError", "adaptive_bn", "evaluate", "finetune", "memory_format", "train"]
+__all__ = ["DivergedError", "Distill", "adaptive_bn", "evaluate", "finetune", "memory_format",
+           "train"]
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -55,11 +57,30 @@ def _optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: float
                            lr=lr, momentum=momentum, nesterov=momentum > 0)
 
 
+@dataclass(frozen=True)
+class Distill:
+    """Knowledge distillation from a teacher (the unpruned base model, in eval mode): the
+    loss becomes (1 - weight) * cross-entropy + weight * T^2 * KL(teacher || student) at
+    temperature T (Hinton et al., 2015)."""
+
+    teacher: nn.Module
+    weight: float
+    temperature: float = 4.0
+
+    def loss(self, x: torch.Tensor, out: torch.Tensor, hard: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad(), _autocast(x.device):
+            target = self.teacher(x).float()
+        t = self.temperature
+        soft = F.kl_div(F.log_softmax(out / t, dim=1), F.log_softmax(target / t, dim=1),
+                        reduction="batchmean", log_target=True) * t * t
+        return (1 - self.weight) * hard + self.weight * soft
+
+
 def _run_steps(model: nn.Module, batches: Batches, total: int,
                lr_at: Callable[[int], float], opt: torch.optim.Optimizer, *,
                label_smoothing: float, on_epoch: Callable[[int, float], None] | None = None,
-               steps_per_epoch: int = 0, channels_last: bool = True, start: int = 0
-               ) -> dict[str, float]:
+               steps_per_epoch: int = 0, channels_last: bool = True, start: int = 0,
+               distill: Distill | None = None) -> dict[str, float]:
     """Steps `start`..`total` - 1 of a schedule; `on_epoch` after each whole epoch, with
     that epoch's mean loss. Returns the mean loss over all steps run."""
     device = _device(model)
@@ -76,6 +97,8 @@ def _run_steps(model: nn.Module, batches: Batches, total: int,
             with _autocast(device):
                 out = model(x)
             loss = F.cross_entropy(out.float(), y, label_smoothing=label_smoothing)
+            if distill is not None:
+                loss = distill.loss(x, out.float(), loss)
             if not torch.isfinite(loss):
                 raise DivergedError(f"loss is {loss.item()} at step {step}")
             opt.zero_grad(set_to_none=True)
@@ -97,7 +120,8 @@ def train(model: nn.Module, loader: object, *, epochs: int, lr: float = 0.1,
           momentum: float = 0.9, weight_decay: float = 5e-4, warmup_epochs: float = 1.0,
           label_smoothing: float = 0.1,
           on_epoch: Callable[[int, float], None] | None = None,
-          checkpoint: str | os.PathLike[str] | None = None) -> dict[str, float]:
+          checkpoint: str | os.PathLike[str] | None = None,
+          distill: Distill | None = None) -> dict[str, float]:
     """Train from scratch (or longer fine-tune): linear warm-up, then cosine to zero.
 
     `loader` iterates one epoch at a time (a `Loader`, or a DataLoader). With `checkpoint`,
@@ -136,7 +160,7 @@ def train(model: nn.Module, loader: object, *, epochs: int, lr: float = 0.1,
     start = time.perf_counter()
     out = _run_steps(model, stream(), total, lr_at, opt, label_smoothing=label_smoothing,
                      on_epoch=saved, steps_per_epoch=steps_per_epoch,
-                     start=done * steps_per_epoch)
+                     start=done * steps_per_epoch, distill=distill)
     out["seconds"] = time.perf_counter() - start
     out["total_seconds"] = before + out["seconds"]  # all sessions of a resumed training
     return out
@@ -164,8 +188,8 @@ def _save(path: str | os.PathLike[str], state: dict[str, object]) -> None:
 
 
 def finetune(model: nn.Module, batches: Batches, steps: int, *, lr: float = 0.01,
-             momentum: float = 0.9, weight_decay: float = 5e-4, channels_last: bool = True
-             ) -> dict[str, float]:
+             momentum: float = 0.9, weight_decay: float = 5e-4, channels_last: bool = True,
+             distill: Distill | None = None) -> dict[str, float]:
     """`steps` SGD steps with a cosine decay from `lr` to 0; NaN raises DivergedError.
 
     `channels_last` is the model's memory format; feed batches in the same format.
@@ -178,7 +202,7 @@ def finetune(model: nn.Module, batches: Batches, steps: int, *, lr: float = 0.01
 
     return _run_steps(model, batches, steps, lr_at,
                       _optimizer(model, lr_at(0), momentum, weight_decay),
-                      label_smoothing=0.0, channels_last=channels_last)
+                      label_smoothing=0.0, channels_last=channels_last, distill=distill)
 
 
 @torch.no_grad()

@@ -163,6 +163,8 @@ class EvaluationConfig(_Section):
     latency: bool = Field(False, description="also measure each candidate's latency")
     channels_last: bool = Field(True, description="fine-tune and score candidates in "
                                 "channels-last memory format (faster convolutions)")
+    distill: float = Field(0.0, ge=0, lt=1, description="weight of distillation from the "
+                           "base model in the brief and final fine-tunes (0: off)")
 
 
 class SearchConfig(_Section):

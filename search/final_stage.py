@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pruning import Plan, adaptive_bn, apply_plan, save_pruned, train
+from pruning import Distill, Plan, adaptive_bn, apply_plan, save_pruned, train
 
 from .config import Config
 from .prepare import Prepared
@@ -39,8 +39,10 @@ def final_stage(cfg: Config, prepared: Prepared, run: RunDir, tracker: Tracker,
         if cfg.final.epochs:
             loader = ws.loader(ws.train, train=True, batch_size=cfg.evaluation.batch_size,
                                seed=cfg.search.seed + rank)
+            distill = cfg.evaluation.distill
             train(model, loader, epochs=cfg.final.epochs, lr=cfg.final.lr, warmup_epochs=0.0,
-                  label_smoothing=0.0)
+                  label_smoothing=0.0,
+                  distill=Distill(ws.model, distill) if distill else None)
         test_acc = ws.test_accuracy(model)
         folder = run.path / "final" / str(rank)
         folder.mkdir(parents=True, exist_ok=True)

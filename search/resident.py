@@ -25,7 +25,7 @@ def eval_settings(cfg: Config) -> EvalSettings:
     e = cfg.evaluation
     return EvalSettings(bn_batches=e.bn_batches, finetune_steps=e.finetune_steps, lr=e.lr,
                         batch_size=e.batch_size, keep=cfg.genome.keep, seed=cfg.search.seed,
-                        latency=e.latency, channels_last=e.channels_last)
+                        latency=e.latency, channels_last=e.channels_last, distill=e.distill)
 
 
 @dataclass(frozen=True)
