@@ -36,7 +36,7 @@ from .resident import Resident
 from .strategy import Strategy
 from .worker_death import death_reason, describe_crash, worker_log
 
-__all__ = ["ATTEMPTS", "EvaluatorActor", "PoolStats", "Request", "run_actors"]
+__all__ = ["ATTEMPTS", "ActorPool", "EvaluatorActor", "PoolStats", "Request", "run_actors"]
 
 ATTEMPTS = 2  # tries of one genome on a dying actor before it is recorded failed
 NOTE_SECONDS = 60.0  # how often to say that no worker is up yet
@@ -273,27 +273,46 @@ class _Pool:
             remove_placement_group(group)
 
 
-def run_actors(resident: Resident | Any, strategy: Strategy, on_complete: OnComplete,
-               cfg: SearchConfig, *, num_samples: int, fidelity: Fidelity = Fidelity(),
-               log: Log = print, actor: type = EvaluatorActor) -> PoolStats:
-    """Evaluate `num_samples` candidates the strategy proposes on `cfg.workers` actors.
+class ActorPool:
+    """W resident evaluator actors that serve one or more runs of candidates (a screen,
+    then the search), built once from one copy of the resident state; a context manager
+    that kills the actors and frees their GPU groups on exit."""
 
-    `on_complete(trial_id, genome, result, reason)` gets every candidate once, in the
-    order they finish; a candidate whose actor died `ATTEMPTS` times gets None and why.
-    Cheap rungs (`strategy.is_cheap`) run at `cfg.halving_steps` and are not counted.
-    `actor` is the class each worker runs: `EvaluatorActor`'s constructor and methods
-    (`ready`, `evaluate`), over whatever `resident` is; it is sent only plain values.
-    """
-    pool = _Pool(actor, ray.put(resident), cfg, log)
-    retry: deque[Request] = deque()
-    reported: set[str] = set()
-    counted = 0  # reported full evaluations
-    cheap = Fidelity(finetune_steps=cfg.halving_steps)
+    def __init__(self, resident: Resident | Any, cfg: SearchConfig, *, log: Log = print,
+                 actor: type = EvaluatorActor) -> None:
+        self.cfg, self.log = cfg, log
+        self._pool = _Pool(actor, ray.put(resident), cfg, log)
 
-    def running() -> int:
-        return sum(not r.cheap for _, r, _ in pool.busy.values())
+    @property
+    def stats(self) -> PoolStats:
+        return self._pool.stats
 
-    try:
+    def __enter__(self) -> ActorPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        self._pool.shutdown()
+
+    def run(self, strategy: Strategy, on_complete: OnComplete, *, num_samples: int,
+            fidelity: Fidelity = Fidelity()) -> PoolStats:
+        """Evaluate `num_samples` candidates the strategy proposes.
+
+        `on_complete(trial_id, genome, result, reason)` gets every candidate once, in the
+        order they finish; a candidate whose actor died `ATTEMPTS` times gets None and
+        why. Cheap rungs (`strategy.is_cheap`) run at `halving_steps` and are not counted.
+        """
+        pool, cfg, log = self._pool, self.cfg, self.log
+        retry: deque[Request] = deque()
+        reported: set[str] = set()
+        counted = 0  # reported full evaluations
+        cheap = Fidelity(finetune_steps=cfg.halving_steps)
+
+        def running() -> int:
+            return sum(not r.cheap for _, r, _ in pool.busy.values())
+
         while counted < num_samples:
             while pool.idle and counted + running() < num_samples:
                 if retry:
@@ -328,6 +347,14 @@ def run_actors(resident: Resident | Any, strategy: Strategy, on_complete: OnComp
                 pool.stats.completed += not request.cheap
                 pool.stats.cheap += request.cheap
                 on_complete(request.trial_id, request.genome, f.result, f.reason)
-    finally:
-        pool.shutdown()
-    return pool.stats
+        return pool.stats
+
+
+def run_actors(resident: Resident | Any, strategy: Strategy, on_complete: OnComplete,
+               cfg: SearchConfig, *, num_samples: int, fidelity: Fidelity = Fidelity(),
+               log: Log = print, actor: type = EvaluatorActor) -> PoolStats:
+    """One run on a pool of its own (see `ActorPool.run`). `actor` is the class each
+    worker runs: `EvaluatorActor`'s constructor and methods (`ready`, `evaluate`), over
+    whatever `resident` is; it is sent only plain values."""
+    with ActorPool(resident, cfg, log=log, actor=actor) as pool:
+        return pool.run(strategy, on_complete, num_samples=num_samples, fidelity=fidelity)

@@ -27,7 +27,7 @@ from .tracking import Tracker
 from .tracking_queue import TrackingQueue
 
 if TYPE_CHECKING:
-    from .actor_pool import PoolStats
+    from .actor_pool import ActorPool, PoolStats
 
 __all__ = ["Search", "prepare_workspace", "seed_genomes"]
 
@@ -74,6 +74,7 @@ class Search:
         self.logged_generations = set(run.state().get("logged_generations", []))
         self.sender = TrackingQueue(tracker, run.append)
         self.pool_stats: PoolStats | None = None  # what the actor pool did, once it ran
+        self._actors: ActorPool | None = None  # started on first use, kept for the run
         self.screening: dict[str, Any] | None = run.state().get("screening")
         self.rungs: list[dict[str, Any]] = run.rung_records()  # successive halving's scores
         self.finished_trials |= {r["trial_id"] for r in self.rungs}
@@ -248,10 +249,22 @@ class Search:
         self.sender.drain()
         return self.flush()
 
+    def actors(self) -> ActorPool:
+        """The resident evaluator actors: started once, serving the screen and the search."""
+        if self._actors is None:
+            from .actor_pool import ActorPool, EvaluatorActor
+
+            self._actors = ActorPool(Resident.of(self.prepared, self.cfg), self.cfg.search,
+                                     log=_log, actor=self.evaluator_actor or EvaluatorActor)
+        return self._actors
+
+    def close_actors(self) -> None:
+        if self._actors is not None:
+            self._actors.shutdown()
+            self._actors = None
+
     def screen(self) -> dict[str, Any]:
         """Score each criterion cluster alone after adaptive BN only (see `screening`)."""
-        from .actor_pool import EvaluatorActor, run_actors
-
         decoder = self.prepared.decoder
         budget = self.cfg.constraints.max_flops_ratio
         genomes = screen_genomes(decoder, budget if budget < 1.0 else 0.5)
@@ -272,9 +285,8 @@ class Search:
                      "kept")
 
         _log(f"screening {len(genomes)} criterion clusters (adaptive BN only)")
-        run_actors(Resident.of(self.prepared, self.cfg), fixed, done, self.cfg.search,
-                   num_samples=len(genomes), fidelity=Fidelity(finetune_steps=0), log=_log,
-                   actor=self.evaluator_actor or EvaluatorActor)
+        self.actors().run(fixed, done, num_samples=len(genomes),
+                          fidelity=Fidelity(finetune_steps=0))
         if not scores:
             raise RuntimeError("search.screen: every screening candidate failed; see above")
         verdict = screened(decoder, scores, self.cfg.search.screen_margin)
@@ -289,18 +301,21 @@ class Search:
     # -- the whole search ------------------------------------------------------------------
     def run_search(self, resume_state: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         self._completed_at_start = len(self.records)
-        if self.cfg.search.screen and self.screening is None:
-            self.screening = self.screen()
-            self.save_state()  # a driver killed now resumes without screening again
-        self.strategy = create_strategy(self.cfg.search.algorithm, self.problem())
-        if resume_state:
-            self.restore_strategy(resume_state)
-        remaining = self.cfg.search.budget - len(self.records)
-        if remaining > 0:
-            s = self.cfg.search
-            _log(f"search: {s.algorithm}, {remaining} of {s.budget} candidates to go on "
-                 f"{s.workers} workers ({s.executor})")
-            self.execute(remaining)
+        try:
+            if self.cfg.search.screen and self.screening is None:
+                self.screening = self.screen()
+                self.save_state()  # a driver killed now resumes without screening again
+            self.strategy = create_strategy(self.cfg.search.algorithm, self.problem())
+            if resume_state:
+                self.restore_strategy(resume_state)
+            remaining = self.cfg.search.budget - len(self.records)
+            if remaining > 0:
+                s = self.cfg.search
+                _log(f"search: {s.algorithm}, {remaining} of {s.budget} candidates to go on "
+                     f"{s.workers} workers ({s.executor})")
+                self.execute(remaining)
+        finally:
+            self.close_actors()
         if self.cfg.search.halving > 1:
             report = self.halving_report()
             self.tracker.log_dict(report, "rungs/halving.json")
@@ -320,20 +335,17 @@ class Search:
     def execute(self, remaining: int) -> None:
         """Evaluate `remaining` candidates on the configured executor."""
         assert self.strategy is not None
-        resident = Resident.of(self.prepared, self.cfg)
         if self.cfg.search.executor == "tune":
             from .tune_runner import StrategySearcher, run_trials
 
-            run_trials(resident, StrategySearcher(self.strategy, self.on_complete),
+            self.close_actors()  # a screen's actors: Tune's trials need their CPUs
+            run_trials(Resident.of(self.prepared, self.cfg),
+                       StrategySearcher(self.strategy, self.on_complete),
                        self.cfg.search, num_samples=remaining,
                        storage=str((self.run.path / "tune").resolve()),
                        name=f"trials-{len(self.records):04d}")
         else:
-            from .actor_pool import EvaluatorActor, run_actors
-
-            stats = run_actors(resident, self.strategy, self.on_complete, self.cfg.search,
-                               num_samples=remaining, log=_log,
-                               actor=self.evaluator_actor or EvaluatorActor)
+            stats = self.actors().run(self.strategy, self.on_complete, num_samples=remaining)
             self.pool_stats = stats
             _log(f"workers: {stats.actors_started} started, {stats.restarts} restarted, "
                  f"{stats.requeued} candidates requeued")

@@ -7,7 +7,8 @@ import os
 import pytest
 import ray
 
-from search.actor_pool import ATTEMPTS, EvaluatorActor, run_actors
+from search.actor_pool import ATTEMPTS, ActorPool, EvaluatorActor, run_actors
+from pruning import Fidelity
 from search.config import load_config
 from search.pareto import Objectives
 from search.prepare import prepare, validate
@@ -71,6 +72,32 @@ def test_w_actors_stay_resident_across_generation_barriers(setup):
     # The actor scored exactly the genome it was handed.
     _, genome, result, _ = seen[0]
     assert result["flops_ratio"] == pytest.approx(prepared.decoder.flops_ratio(genome))
+
+
+def test_one_pool_serves_a_cheap_screen_then_a_halving_search_without_new_actors(setup):
+    cfg, prepared, resident = setup
+    screen = create_strategy("random", _problem(prepared, 4, 1))
+    lo, hi = prepared.layout.bounds()
+    halving = create_strategy("deap-nsga2", Problem(
+        tuple(lo), tuple(hi), Objectives(("accuracy", "flops")), 4, 2, seed=1,
+        options={"halving": 2}))
+    steps = []
+
+    def learn(strategy):
+        def on_complete(trial_id, genome, result, reason):
+            steps.append((strategy.is_cheap(trial_id), result["timings"].get("finetune")))
+            strategy.on_trial_complete(trial_id, result)
+        return on_complete
+
+    with ActorPool(resident, cfg.search, log=lambda m: None) as pool:
+        pool.run(screen, learn(screen), num_samples=4, fidelity=Fidelity(finetune_steps=0))
+        stats = pool.run(halving, learn(halving), num_samples=8)
+    assert (stats.actors_started, len(stats.setup_seconds)) == (2, 2)  # no new actors
+    assert stats.completed == 4 + 8 and stats.cheap == 2 * 4 + 2 * 4
+    # the screen and the cheap rung ran adaptive BN alone; full candidates fine-tuned
+    assert [ft is None for cheap, ft in steps[:4]] == [True] * 4
+    assert all((ft is None) == cheap for cheap, ft in steps[4:])
+    assert halving.finished and not halving.pending
 
 
 class DiesOnWideGenomes(EvaluatorActor):
