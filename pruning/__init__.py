@@ -24,8 +24,9 @@ from .genome import Decoder, GenomeLayout
 from .loader import Loader, Split, TensorLoader, TensorSplit
 from .models import create_model, get_model, list_models, load_checkpoint, register_model
 from .plan import Plan, decode_plan, keep_count, ratio_slots
+from .prune import PruneReport, prune
 from .scores import DEFAULT_POOL, ScoreTable, compute_scores
-from .surgery import ChannelGroup, GroupMap, apply_plan, fuse_filters
+from .surgery import ChannelGroup, GroupMap, apply_plan, classifier_layers, fuse_filters
 from .targets import Targets
 from .train import Distill, DivergedError, adaptive_bn, evaluate, finetune, train
 
@@ -52,6 +53,7 @@ __all__ = [
     "ImageFolderData",
     "Loader",
     "Plan",
+    "PruneReport",
     "ScoreTable",
     "Split",
     "Targets",
@@ -59,6 +61,7 @@ __all__ = [
     "TensorSplit",
     "adaptive_bn",
     "apply_plan",
+    "classifier_layers",
     "cluster_group",
     "compute_scores",
     "count_cost",
@@ -81,6 +84,7 @@ __all__ = [
     "materialize",
     "measure_latency",
     "rank_normalise",
+    "prune",
     "ratio_slots",
     "register_criterion",
     "register_dataset",

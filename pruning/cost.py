@@ -32,15 +32,27 @@ def count_cost(model: nn.Module, example_input: torch.Tensor) -> tuple[int, int]
     return flops, sum(p.numel() for p in model.parameters())
 
 
+_NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
+
+
+def _norm_channels(m: nn.Module) -> int:
+    if isinstance(m, nn.LayerNorm):
+        return int(m.normalized_shape[-1])
+    if isinstance(m, nn.GroupNorm):
+        return int(m.num_channels)
+    return int(m.num_features)  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True)
 class _Layer:
     name: str
-    kind: str  # conv | depthwise | linear | norm
+    kind: str  # conv | depthwise | linear | norm (any per-channel parameters)
     in_dim: int
     out_dim: int
     per_pair: int  # FLOPs per (input channel, output channel) pair, per sample
     weight_per_pair: int
     bias: bool
+    groups: int = 1  # conv groups of a grouped conv: each output sees in_dim / groups inputs
 
 
 class CostModel:
@@ -56,10 +68,15 @@ class CostModel:
         self.base_flops, self.base_params = count_cost(model, example_input)
         spatial: dict[str, int] = {}
         names = {m: n for n, m in model.named_modules()}
-        hooks = [m.register_forward_hook(
-            lambda m, i, o: spatial.__setitem__(names[m], int(np.prod(o.shape[2:])) if o.dim() > 2
-                                                else int(np.prod(o.shape[1:-1]) or 1)))
-            for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+        def positions(m: nn.Module, i: object, o: torch.Tensor) -> None:
+            # a conv slides over dims 2.., a Linear over every dim but the first and last
+            # (ConvNeXt applies Linear to channels-last maps)
+            dims = o.shape[2:] if isinstance(m, nn.Conv2d) else o.shape[1:-1]
+            spatial[names[m]] = int(np.prod(dims)) if len(dims) else 1
+
+        hooks = [m.register_forward_hook(positions)
+                 for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
         was_training = model.training
         model.eval()
         try:
@@ -72,21 +89,29 @@ class CostModel:
         layers = []
         counted = 0
         for name, m in model.named_modules():
+            own = sum(p.numel() for p in m.parameters(recurse=False))
             if isinstance(m, nn.Conv2d) and name in spatial:
                 k = int(np.prod(m.kernel_size))
                 dw = m.groups == m.in_channels == m.out_channels and m.groups > 1
-                if m.groups != 1 and not dw:
-                    raise ValueError(f"{name}: grouped conv (groups={m.groups}) not supported")
                 layers.append(_Layer(name, "depthwise" if dw else "conv", m.in_channels,
-                                     m.out_channels, k * spatial[name], k, m.bias is not None))
+                                     m.out_channels, k * spatial[name], k, m.bias is not None,
+                                     1 if dw else m.groups))
             elif isinstance(m, nn.Linear) and name in spatial:
                 layers.append(_Layer(name, "linear", m.in_features, m.out_features,
                                      spatial[name], 1, m.bias is not None))
-            elif isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine:
-                layers.append(_Layer(name, "norm", m.num_features, m.num_features, 0, 0, True))
+            elif isinstance(m, _NORMS) and own:
+                channels = _norm_channels(m)
+                layers.append(_Layer(name, "norm", channels, channels, 0, own // channels,
+                                     False))
             else:
                 continue
-            counted += sum(p.numel() for p in m.parameters(recurse=False))
+            counted += own
+        params = dict(model.named_parameters())
+        for pname, dim in group_map.parameters.items():  # layer scales and the like
+            p = params[pname]
+            layers.append(_Layer(pname, "norm", p.shape[dim], p.shape[dim], 0,
+                                 p.numel() // p.shape[dim], False))
+            counted += p.numel()
         self._layers = tuple(layers)
         self._other_params = self.base_params - counted
 
@@ -99,16 +124,20 @@ class CostModel:
         removed = self.widths(plan)
         flops, params = 0, self._other_params
         for layer in self._layers:
-            out = layer.out_dim - removed.get((layer.name, True), 0)
+            cut = removed.get((layer.name, True), 0)
+            if layer.kind == "norm":  # its pruning function may count as either side
+                cut = cut or removed.get((layer.name, False), 0)
+            out = layer.out_dim - cut
             if layer.kind in ("depthwise", "norm"):
                 inp = 1  # one input channel per output channel
-            else:
-                inp = layer.in_dim - removed.get((layer.name, False), 0)
-            if layer.kind == "norm":
-                params += 2 * out
+            else:  # a grouped conv keeps as many inputs in each of its conv groups
+                inp = (layer.in_dim - removed.get((layer.name, False), 0)) // layer.groups
+            if layer.kind == "norm":  # per-channel parameters only
+                params += layer.weight_per_pair * out
                 continue
-            flops += layer.per_pair * inp * out + (out * layer.per_pair // layer.weight_per_pair
-                                                  if layer.bias else 0)
+            # torch-pruning's counter adds a conv's bias at every position, a Linear's once
+            positions = 1 if layer.kind == "linear" else layer.per_pair // layer.weight_per_pair
+            flops += layer.per_pair * inp * out + (out * positions if layer.bias else 0)
             params += layer.weight_per_pair * inp * out + (out if layer.bias else 0)
         return flops, params
 

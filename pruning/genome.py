@@ -139,9 +139,10 @@ class Decoder:
 
     def _plan(self, blended: dict[str, np.ndarray], values: Sequence[float] | np.ndarray
               ) -> Plan:
-        return decode_plan(blended, values, self.layout.slot_of,
+        plan = decode_plan(blended, values, self.layout.slot_of,
                            encoding=self.layout.encoding, min_channels=self.layout.min_channels,
                            round_to=self.layout.round_to)
+        return self.cost.group_map.conform(plan, blended)
 
     def plan_flops_ratio(self, plan: Plan) -> float:
         return self.cost.predict(plan)[0] / self.cost.base_flops

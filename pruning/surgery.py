@@ -19,9 +19,11 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from .grouped import ConvBlocks, conform, conv_blocks, is_grouped, prune_grouped_in, unequal
 from .plan import Plan
 
-__all__ = ["ChannelGroup", "GroupMap", "PruneOp", "apply_plan", "fuse_filters"]
+__all__ = ["ChannelGroup", "GroupMap", "PruneOp", "apply_plan", "classifier_layers",
+           "fuse_filters"]
 
 
 @dataclass(frozen=True)
@@ -47,8 +49,34 @@ class ChannelGroup:
     ops: tuple[PruneOp, ...] = field(repr=False)
 
 
+@dataclass(frozen=True)
+class ParameterCut:
+    """Prunes a parameter that belongs to no layer (a layer scale) along `dim`."""
+
+    dim: int
+
+    def __call__(self, model: nn.Module, name: str, idxs: Sequence[int]) -> None:
+        owner, _, attr = name.rpartition(".")
+        parent = model.get_submodule(owner)
+        p = getattr(parent, attr)
+        keep = torch.as_tensor(sorted(set(range(p.shape[self.dim])) - set(idxs)),
+                               device=p.device)
+        setattr(parent, attr, nn.Parameter(p.detach().index_select(self.dim, keep),
+                                           requires_grad=p.requires_grad))
+
+
 def _is_out_fn(dg: tp.DependencyGraph, fn: Callable[..., Any]) -> bool:
     return bool(dg.is_out_channel_pruning_fn(fn))
+
+
+def _classifier_groups(dg: tp.DependencyGraph, groups: list[Any]) -> list[int]:
+    """Positions of the groups whose channels are the output's (the classifier's): those
+    that prune the output channels of the graph's sink, or reach its output node."""
+    sinks = {n.module for n in dg.module2node.values() if not n.outputs}
+    return [i for i, group in enumerate(groups) if any(
+        isinstance(item.dep.target.module, tp.ops._OutputOp)
+        or (item.dep.target.module in sinks and _is_out_fn(dg, item.dep.handler))
+        for item in group)]
 
 
 class GroupMap:
@@ -57,8 +85,11 @@ class GroupMap:
     Args:
         model: the base model (left unchanged).
         example_input: one batch of the input shape, used to trace the graph.
-        ignored: modules whose output channels must stay (default: the last Linear,
-            i.e. the classifier).
+        ignored: modules whose output channels must stay (default: the classifier, found
+            as the layers whose output channels are the model's output, whatever their
+            type; a model with none is refused).
+
+    `left_alone` says which groups stay whole and why; `classifier` names the layers found.
     """
 
     def __init__(self, model: nn.Module, example_input: torch.Tensor,
@@ -66,32 +97,63 @@ class GroupMap:
         model_was_training = model.training
         model.eval()
         names = {m: n for n, m in model.named_modules()}
-        if ignored is None:
-            linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-            ignored = linears[-1:]
         shapes: dict[nn.Module, tuple[int, ...]] = {}
         hooks = [m.register_forward_hook(lambda m, i, o: shapes.__setitem__(m, tuple(o.shape)))
                  for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
         try:
             # torch-pruning traces through autograd, so grad mode must be on here.
             with torch.enable_grad():
-                dg = tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
+                dg = tp.DependencyGraph().build_dependency(model, example_inputs=example_input,
+                                                           verbose=False)
         finally:
             for h in hooks:
                 h.remove()
             model.train(model_was_training)
+        every = list(dg.get_all_groups(root_module_types=(nn.Conv2d, nn.Linear)))
+        found = _classifier_groups(dg, every)
+        self.classifier = [names[item.dep.target.module] for i in found for item in every[i]
+                           if item.dep.target.module in names
+                           and _is_out_fn(dg, item.dep.handler)]
+        self.left_alone: dict[str, str] = {}
+        if ignored is None:
+            if not found:
+                raise ValueError("model: no layer produces the output's channels (the class "
+                                 "dimension); pass the layers to leave alone as `ignored`")
+            keep = set(found)
+            why = "the classifier: its channels are the output's"
+        else:
+            ignored_names = {names[m] for m in ignored}
+            keep = {i for i, group in enumerate(every) if any(
+                names.get(item.dep.target.module) in ignored_names
+                and _is_out_fn(dg, item.dep.handler) for item in group)}
+            why = "ignored"
         groups: list[ChannelGroup] = []
         self.dependency_groups: dict[str, Any] = {}
-        for tp_group in dg.get_all_groups(ignored_layers=list(ignored),
-                                          root_module_types=(nn.Conv2d, nn.Linear)):
+        params = {p: n for n, p in model.named_parameters()}
+        self.parameters: dict[str, int] = {}  # unwrapped parameter -> the dim pruned
+        for i, tp_group in enumerate(every):
             root = tp_group[0].dep.target.module
+            if i in keep:
+                self.left_alone[names[root]] = why
+                continue
             ops, producers, norms = [], [], []
             for item in tp_group:
                 module = item.dep.target.module
+                if isinstance(module, nn.Parameter) and module in params:
+                    # a parameter no layer owns (layer scale): cut along its channel dim
+                    dim = int(item.dep.target.pruning_dim)
+                    self.parameters[params[module]] = dim % module.dim()
+                    ops.append(PruneOp(params[module], ParameterCut(dim), True,
+                                       np.asarray(item.idxs, dtype=np.int64),
+                                       np.asarray(item.root_idxs, dtype=np.int64)))
+                    continue
                 if module not in names:  # add/concat/flatten nodes carry no parameters
                     continue
                 is_out = _is_out_fn(dg, item.dep.handler)
-                ops.append(PruneOp(names[module], item.dep.handler, is_out,
+                handler = item.dep.handler
+                if is_grouped(module) and not is_out:
+                    handler = prune_grouped_in
+                ops.append(PruneOp(names[module], handler, is_out,
                                    np.asarray(item.idxs, dtype=np.int64),
                                    np.asarray(item.root_idxs, dtype=np.int64)))
                 if is_out and isinstance(module, (nn.Conv2d, nn.Linear)):
@@ -106,6 +168,24 @@ class GroupMap:
             self.dependency_groups[name] = tp_group
         self.groups: tuple[ChannelGroup, ...] = tuple(groups)
         self._by_name = {g.name: g for g in self.groups}
+        self.sizes = {g.name: g.size for g in self.groups}
+        self.conv_blocks = self._conv_blocks(dict(model.named_modules()))
+
+    def _conv_blocks(self, modules: dict[str, nn.Module]) -> tuple[ConvBlocks, ...]:
+        """Every grouped conv side, with the prunable channels of each of its conv groups."""
+        members: dict[tuple[str, bool], list[tuple[int, str, int]]] = defaultdict(list)
+        for g in self.groups:
+            for op in g.ops:
+                if op.module in modules and is_grouped(modules[op.module]):
+                    members[(op.module, op.out_channels)] += [
+                        (int(i), g.name, int(c)) for i, c in zip(op.idxs, op.root_idxs)]
+        return tuple(conv_blocks(name, modules[name], out, m)  # type: ignore[arg-type]
+                     for (name, out), m in members.items())
+
+    def conform(self, plan: Plan, scores: dict[str, np.ndarray]) -> Plan:
+        """`plan` made valid for every grouped conv (equal channels per conv group),
+        dropping the lowest-`scores` channels where counts differ; see `grouped.conform`."""
+        return conform(plan, scores, self.sizes, self.conv_blocks)
 
     def __getitem__(self, name: str) -> ChannelGroup:
         return self._by_name[name]
@@ -146,6 +226,12 @@ class GroupMap:
                 for key, chunks in pending.items()}
 
 
+def classifier_layers(model: nn.Module, example_input: torch.Tensor) -> list[nn.Module]:
+    """The layers whose output channels are the model's output (see `GroupMap`)."""
+    modules = dict(model.named_modules())
+    return [modules[name] for name in GroupMap(model, example_input).classifier]
+
+
 def fuse_filters(weight: torch.Tensor, kept: np.ndarray, temperature: float) -> torch.Tensor:
     """DCFF fused filters (arXiv 2107.06916): each kept filter becomes the average of all
     filters weighted by softmax(-T * distance / mean distance) from it.
@@ -180,6 +266,11 @@ def apply_plan(base: nn.Module, group_map: GroupMap, plan: Plan, *, keep: str = 
         if kept.min() < 0 or kept.max() >= group_map[name].size:
             raise ValueError(f"plan: group {name!r} has indices outside "
                              f"[0, {group_map[name].size})")
+    side = unequal(plan, group_map.sizes, group_map.conv_blocks)
+    if side is not None:
+        raise ValueError(f"plan: grouped conv {side.module!r} would keep unequal "
+                         f"{'output' if side.out_channels else 'input'} channels per conv "
+                         f"group; make it valid with GroupMap.conform")
     model = base if inplace else copy.deepcopy(base)
     modules = dict(model.named_modules())
     if keep == "fuse":
@@ -192,5 +283,8 @@ def apply_plan(base: nn.Module, group_map: GroupMap, plan: Plan, *, keep: str = 
                     layer.weight[torch.as_tensor(kept)] = fuse_filters(layer.weight, kept,
                                                                        fuse_temperature)
     for (module, _), (handler, idxs) in group_map.removals(plan).items():
-        handler(modules[module], idxs.tolist())
+        if isinstance(handler, ParameterCut):
+            handler(model, module, idxs.tolist())
+        else:
+            handler(modules[module], idxs.tolist())
     return model

@@ -7,8 +7,8 @@ import os
 import pytest
 import ray
 
-from search.actor_pool import ATTEMPTS, ActorPool, EvaluatorActor, run_actors
 from pruning import Fidelity
+from search.actor_pool import ATTEMPTS, ActorPool, EvaluatorActor, run_actors
 from search.config import load_config
 from search.pareto import Objectives
 from search.prepare import prepare, validate
