@@ -90,15 +90,16 @@ class CostModel:
         counted = 0
         for name, m in model.named_modules():
             own = sum(p.numel() for p in m.parameters(recurse=False))
-            if isinstance(m, nn.Conv2d) and name in spatial:
+            # a layer the eval pass never runs (an auxiliary head) has parameters, no FLOPs
+            if isinstance(m, nn.Conv2d):
                 k = int(np.prod(m.kernel_size))
                 dw = m.groups == m.in_channels == m.out_channels and m.groups > 1
                 layers.append(_Layer(name, "depthwise" if dw else "conv", m.in_channels,
-                                     m.out_channels, k * spatial[name], k, m.bias is not None,
-                                     1 if dw else m.groups))
-            elif isinstance(m, nn.Linear) and name in spatial:
+                                     m.out_channels, k * spatial.get(name, 0), k,
+                                     m.bias is not None, 1 if dw else m.groups))
+            elif isinstance(m, nn.Linear):
                 layers.append(_Layer(name, "linear", m.in_features, m.out_features,
-                                     spatial[name], 1, m.bias is not None))
+                                     spatial.get(name, 0), 1, m.bias is not None))
             elif isinstance(m, _NORMS) and own:
                 channels = _norm_channels(m)
                 layers.append(_Layer(name, "norm", channels, channels, 0, own // channels,
@@ -136,7 +137,9 @@ class CostModel:
                 params += layer.weight_per_pair * out
                 continue
             # torch-pruning's counter adds a conv's bias at every position, a Linear's once
-            positions = 1 if layer.kind == "linear" else layer.per_pair // layer.weight_per_pair
+            positions = layer.per_pair // layer.weight_per_pair
+            if layer.kind == "linear":
+                positions = min(positions, 1)
             flops += layer.per_pair * inp * out + (out * positions if layer.bias else 0)
             params += layer.weight_per_pair * inp * out + (out if layer.bias else 0)
         return flops, params

@@ -21,6 +21,7 @@ from torch import nn
 
 from .grouped import ConvBlocks, conform, conv_blocks, is_grouped, prune_grouped_in, unequal
 from .plan import Plan
+from .tracing import buffers_kept, channel_reshapes, train_only
 
 __all__ = ["ChannelGroup", "GroupMap", "PruneOp", "apply_plan", "classifier_layers",
            "fuse_filters"]
@@ -65,6 +66,30 @@ class ParameterCut:
                                            requires_grad=p.requires_grad))
 
 
+def _all_groups(dg: tp.DependencyGraph) -> tuple[list[Any], dict[nn.Module, str]]:
+    """Every conv/linear-rooted group (torch-pruning's `get_all_groups`), and the roots
+    whose channel dependencies could not be followed, with why: those stay whole rather
+    than stopping the whole model."""
+    groups: list[Any] = []
+    failed: dict[nn.Module, str] = {}
+    visited: set[nn.Module] = set()
+    for m in list(dg.module2node):
+        if not isinstance(m, (nn.Conv2d, nn.Linear)) or m in visited \
+                or m in dg.IGNORED_LAYERS_IN_TRACING:
+            continue
+        pruner = dg.get_pruner_of_module(m)
+        try:
+            group = dg.get_pruning_group(m, pruner.prune_out_channels,
+                                         list(range(pruner.get_out_channels(m))))
+        except (IndexError, ValueError, ZeroDivisionError, RuntimeError) as exc:
+            failed[m] = f"its channel dependencies could not be traced ({type(exc).__name__})"
+            continue
+        visited.update(item.dep.target.module for item in group
+                       if _is_out_fn(dg, item.dep.handler))
+        groups.append(group)
+    return groups, failed
+
+
 def _is_out_fn(dg: tp.DependencyGraph, fn: Callable[..., Any]) -> bool:
     return bool(dg.is_out_channel_pruning_fn(fn))
 
@@ -95,26 +120,34 @@ class GroupMap:
     def __init__(self, model: nn.Module, example_input: torch.Tensor,
                  ignored: Sequence[nn.Module] | None = None) -> None:
         model_was_training = model.training
-        model.eval()
         names = {m: n for n, m in model.named_modules()}
+        # Layers that run in train mode only (auxiliary heads) read channels too: trace the
+        # train-mode graph then, so they are narrowed with what feeds them.
+        auxiliary = train_only(model, example_input)
         shapes: dict[nn.Module, tuple[int, ...]] = {}
         hooks = [m.register_forward_hook(lambda m, i, o: shapes.__setitem__(m, tuple(o.shape)))
                  for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+        def forward(m: nn.Module, x: torch.Tensor) -> Any:  # torch-pruning sets eval mode
+            if auxiliary:  # train-mode BatchNorm wants two samples
+                m.train()
+                x = x.repeat(2, *[1] * (x.dim() - 1))
+            return m(x)
+
         try:
             # torch-pruning traces through autograd, so grad mode must be on here.
-            with torch.enable_grad():
+            with torch.enable_grad(), buffers_kept(model), channel_reshapes() as shuffles:
                 dg = tp.DependencyGraph().build_dependency(model, example_inputs=example_input,
-                                                           verbose=False)
+                                                           forward_fn=forward, verbose=False)
+                every, untraced = _all_groups(dg)
         finally:
             for h in hooks:
                 h.remove()
             model.train(model_was_training)
-        every = list(dg.get_all_groups(root_module_types=(nn.Conv2d, nn.Linear)))
         found = _classifier_groups(dg, every)
         self.classifier = [names[item.dep.target.module] for i in found for item in every[i]
                            if item.dep.target.module in names
                            and _is_out_fn(dg, item.dep.handler)]
-        self.left_alone: dict[str, str] = {}
+        self.left_alone: dict[str, str] = {names[m]: why for m, why in untraced.items()}
         if ignored is None:
             if not found:
                 raise ValueError("model: no layer produces the output's channels (the class "
@@ -127,6 +160,19 @@ class GroupMap:
                 names.get(item.dep.target.module) in ignored_names
                 and _is_out_fn(dg, item.dep.handler) for item in group)}
             why = "ignored"
+        for i, group in enumerate(every):  # channels a shuffle reorders stay whole
+            if i not in keep and any(getattr(item.dep.target, "grad_fn", None) in shuffles
+                                     for item in group):
+                keep.add(i)
+                self.left_alone[names[group[0].dep.target.module]] = \
+                    "a channel shuffle reorders its channels"
+        for i, group in enumerate(every):  # an auxiliary head's own layers stay whole
+            made = [item.dep.target.module for item in group
+                    if _is_out_fn(dg, item.dep.handler)
+                    and isinstance(item.dep.target.module, (nn.Conv2d, nn.Linear))]
+            if i not in keep and made and all(m in auxiliary for m in made):
+                keep.add(i)
+                self.left_alone[names[made[0]]] = "an auxiliary head (runs in train mode only)"
         groups: list[ChannelGroup] = []
         self.dependency_groups: dict[str, Any] = {}
         params = {p: n for n, p in model.named_parameters()}
@@ -134,7 +180,7 @@ class GroupMap:
         for i, tp_group in enumerate(every):
             root = tp_group[0].dep.target.module
             if i in keep:
-                self.left_alone[names[root]] = why
+                self.left_alone.setdefault(names[root], why)
                 continue
             ops, producers, norms = [], [], []
             for item in tp_group:
