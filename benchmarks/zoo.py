@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 import traceback
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,7 @@ TOOLS = ("blendprune", "torch_pruning")
 LEFT_OUT = ("vit_", "swin_", "maxvit")  # transformers
 MAX_PARAMS = 150e6
 RATIO = 0.5
+REPO = Path(__file__).resolve().parents[1]
 
 
 def models() -> list[str]:
@@ -179,7 +181,7 @@ def run_isolated(name: str, tool: str, timeout: float) -> dict[str, Any]:
     """`check` in a subprocess: a native crash or a hang is that row's result."""
     cmd = [sys.executable, "-m", "benchmarks.zoo", "--one", name, "--tool", tool]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO)
     except subprocess.TimeoutExpired:
         return {"status": "failed", "error": f"timed out after {timeout:.0f} s"}
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]

@@ -21,7 +21,7 @@ from torch import nn
 
 from .grouped import ConvBlocks, conform, conv_blocks, is_grouped, prune_grouped_in, unequal
 from .plan import Plan
-from .tracing import buffers_kept, channel_reshapes, train_only
+from .tracing import buffers_kept, channel_reshapes, failing_module, train_only
 
 __all__ = ["ChannelGroup", "GroupMap", "PruneOp", "apply_plan", "classifier_layers",
            "fuse_filters"]
@@ -135,7 +135,8 @@ class GroupMap:
 
         try:
             # torch-pruning traces through autograd, so grad mode must be on here.
-            with torch.enable_grad(), buffers_kept(model), channel_reshapes() as shuffles:
+            with torch.enable_grad(), buffers_kept(model), failing_module(model), \
+                    channel_reshapes() as shuffles:
                 dg = tp.DependencyGraph().build_dependency(model, example_inputs=example_input,
                                                            forward_fn=forward, verbose=False)
                 every, untraced = _all_groups(dg)

@@ -17,7 +17,7 @@ import torch_pruning.dependency.index_mapping as index_mapping
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-__all__ = ["buffers_kept", "channel_reshapes", "train_only"]
+__all__ = ["buffers_kept", "channel_reshapes", "failing_module", "train_only"]
 
 _RESHAPES = {torch.Tensor.view, torch.Tensor.reshape, torch.reshape}
 
@@ -94,3 +94,31 @@ def train_only(model: nn.Module, example_input: torch.Tensor) -> set[nn.Module]:
         return set()
 
 
+
+
+@contextlib.contextmanager
+def failing_module(model: nn.Module) -> Iterator[None]:
+    """Re-raise an exception from a forward pass as a ValueError of one line naming the
+    innermost module that was running."""
+    names = {m: n for n, m in model.named_modules()}
+    running: list[nn.Module] = []
+
+    def enter(m: nn.Module, args: Any) -> None:
+        running.append(m)
+
+    def leave(m: nn.Module, args: Any, out: Any) -> None:
+        if running and running[-1] is m:
+            running.pop()
+
+    hooks = [h for m in model.modules() for h in (m.register_forward_pre_hook(enter),
+                                                   m.register_forward_hook(leave))]
+    try:
+        yield
+    except Exception as exc:
+        where: str | None = names.get(running[-1]) if running else None
+        what = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"[:300]
+        where = f"module {where!r} fails" if where else "fails"
+        raise ValueError(f"model: tracing {where} ({what})") from None
+    finally:
+        for h in hooks:
+            h.remove()

@@ -52,3 +52,19 @@ def test_ratio_or_plan_exactly_one():
     model = ConvClassifier().eval()
     with pytest.raises(ValueError, match="exactly one of ratio and plan"):
         prune(model, torch.randn(1, 3, 12, 12))
+
+
+def test_a_model_that_fails_to_trace_is_named_in_one_line():
+    class Broken(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Sequential(nn.Conv2d(4, 8, 1)))
+
+        def forward(self, x):
+            return self.body(x).mean((2, 3))
+
+    with pytest.raises(ValueError) as err:
+        GroupMap(Broken().eval(), torch.randn(1, 3, 8, 8))
+    message = str(err.value)
+    assert message.startswith("model: tracing module 'body.1.0' fails (RuntimeError: ")
+    assert "\n" not in message

@@ -28,6 +28,13 @@ def resnet32_checkpoint(tmp_path_factory):
     return str(path)
 
 
+def broken_net(num_classes: int, in_channels: int) -> torch.nn.Module:
+    """A user's model whose second conv expects the wrong width."""
+    return torch.nn.Sequential(torch.nn.Conv2d(in_channels, 8, 3), torch.nn.Conv2d(4, 8, 1),
+                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                               torch.nn.Linear(8, num_classes))
+
+
 class _RunsCode:
     """A pickled object that would create a file if its checkpoint were ever unpickled."""
 
@@ -60,6 +67,10 @@ CASES = {
     "unknown key": (["search", "--set", "search.popsize=8"], "search.popsize: unknown key"),
     "unknown arch": (["search", "--set", "model.arch=resnet21"],
                      "model.arch: unknown arch 'resnet21'"),
+    "untraceable model": (["search", "--set",
+                           "model.arch=tests.search.test_cli_errors:broken_net"],
+                          "does not run on digits images (1, 8, 8): model: tracing module "
+                          "'1' fails (RuntimeError: "),
     "unknown criterion": (["search", "--set", "criteria.pool=[l1,l7]"],
                           "criteria.pool: unknown criterion 'l7'"),
     "ratio out of range": (["search", "--set", "genome.max_ratio=1.5"],
