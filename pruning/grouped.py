@@ -11,6 +11,7 @@ positions are cut in every conv group, which a plan need not do).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -73,9 +74,10 @@ def _kept(plan: Plan, sizes: Mapping[str, int]) -> dict[str, set[int]]:
 def conform(plan: Plan, scores: Mapping[str, np.ndarray], sizes: Mapping[str, int],
             blocks: Sequence[ConvBlocks]) -> Plan:
     """`plan` with every grouped conv keeping as many channels in each conv group: the
-    smallest count, the others dropping their lowest-`scores` channels (a conv group left
-    with none gets its best one back), repeated until every grouped conv agrees. A channel
-    group never loses its last channel."""
+    mean count (so the plan keeps about the channels it asked for), conv groups above it
+    dropping their lowest-`scores` channels and those below taking back their best ones,
+    repeated until every grouped conv agrees. A channel group never loses its last
+    channel."""
     if not blocks or unequal(plan, sizes, blocks) is None:
         return plan
     kept = _kept(plan, sizes)
@@ -83,7 +85,7 @@ def conform(plan: Plan, scores: Mapping[str, np.ndarray], sizes: Mapping[str, in
         changed = False
         for side in blocks:
             counts = side.counts(kept)
-            k = max(1, min(counts))
+            k = max(1, math.floor(sum(counts) / len(counts) + 0.5))
             for count, members in zip(counts, side.blocks):
                 if count > k:
                     order = sorted((c for c in members if c[1] in kept[c[0]]),
