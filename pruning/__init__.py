@@ -18,19 +18,22 @@ from .data import (
     materialize,
     register_dataset,
 )
+from .dcff import DCFF, FusedConv2d
 from .export import load_pruned, save_pruned
 from .folder import FolderLoader, FolderSplit, ImageFolderData
+from .fusion import fusion_matrix, kl_importance
 from .genome import Decoder, GenomeLayout
 from .loader import Loader, Split, TensorLoader, TensorSplit
 from .models import create_model, get_model, list_models, load_checkpoint, register_model
 from .plan import Plan, decode_plan, keep_count, ratio_slots
 from .prune import PruneReport, prune
 from .scores import DEFAULT_POOL, ScoreTable, compute_scores
-from .surgery import ChannelGroup, GroupMap, apply_plan, classifier_layers, fuse_filters
+from .surgery import ChannelGroup, GroupMap, apply_plan, classifier_layers
 from .targets import Targets
 from .train import Distill, DivergedError, adaptive_bn, evaluate, finetune, train
 
 __all__ = [
+    "DCFF",
     "DEFAULT_POOL",
     "Blender",
     "CandidateResult",
@@ -45,6 +48,7 @@ __all__ = [
     "Evaluator",
     "Fidelity",
     "FolderLoader",
+    "FusedConv2d",
     "FolderSplit",
     "GenomeLayout",
     "GroupClustering",
@@ -69,7 +73,8 @@ __all__ = [
     "decode_plan",
     "evaluate",
     "finetune",
-    "fuse_filters",
+    "fusion_matrix",
+    "kl_importance",
     "get_criterion",
     "get_dataset",
     "get_model",

@@ -19,12 +19,12 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from .fusion import fusion_matrix
 from .grouped import ConvBlocks, conform, conv_blocks, is_grouped, prune_grouped_in, unequal
 from .plan import Plan
 from .tracing import buffers_kept, channel_reshapes, failing_module, train_only
 
-__all__ = ["ChannelGroup", "GroupMap", "PruneOp", "apply_plan", "classifier_layers",
-           "fuse_filters"]
+__all__ = ["ChannelGroup", "GroupMap", "PruneOp", "apply_plan", "classifier_layers"]
 
 
 @dataclass(frozen=True)
@@ -279,28 +279,14 @@ def classifier_layers(model: nn.Module, example_input: torch.Tensor) -> list[nn.
     return [modules[name] for name in GroupMap(model, example_input).classifier]
 
 
-def fuse_filters(weight: torch.Tensor, kept: np.ndarray, temperature: float) -> torch.Tensor:
-    """DCFF fused filters (arXiv 2107.06916): each kept filter becomes the average of all
-    filters weighted by softmax(-T * distance / mean distance) from it.
-
-    Returns the new weights of the kept filters only, in the order of `kept`.
-    """
-    flat = weight.detach().flatten(1).double()
-    dist = torch.cdist(flat, flat)
-    n = flat.shape[0]
-    mean = dist.sum() / max(n * (n - 1), 1)
-    if mean > 0:
-        dist = dist / mean
-    p = torch.softmax(-temperature * dist[torch.as_tensor(kept)], dim=1)
-    return (p @ flat).reshape(len(kept), *weight.shape[1:]).to(weight.dtype)
-
-
 def apply_plan(base: nn.Module, group_map: GroupMap, plan: Plan, *, keep: str = "select",
                fuse_temperature: float = 5.0, inplace: bool = False) -> nn.Module:
     """Return a physically smaller copy of `base` that keeps `plan`'s channels.
 
     Under `keep="select"` the kept filters' weights are the originals, bit for bit.
-    Under `keep="fuse"` each group's producing convs get DCFF fused filters first.
+    Under `keep="fuse"` each group's producing convs get DCFF fused filters first (one
+    fusion per group over mean-normalised distances; groups with a grouped, depthwise or
+    linear producer are selected).
     """
     if keep not in ("select", "fuse"):
         raise ValueError(f"keep: must be 'select' or 'fuse', got {keep!r}")
@@ -320,18 +306,28 @@ def apply_plan(base: nn.Module, group_map: GroupMap, plan: Plan, *, keep: str = 
                          f"group; make it valid with GroupMap.conform")
     model = base if inplace else copy.deepcopy(base)
     modules = dict(model.named_modules())
+    removals = group_map.removals(plan)
+
+    def cut(out_channels: bool) -> None:
+        for (module, out), (handler, idxs) in removals.items():
+            if out != out_channels:
+                continue
+            if isinstance(handler, ParameterCut):
+                handler(model, module, idxs.tolist())
+            else:
+                handler(modules[module], idxs.tolist())
+
+    cut(False)  # inputs first: a fused filter is fused over the inputs it keeps, as DCFF's
     if keep == "fuse":
         with torch.no_grad():
             for name, kept in plan.kept.items():
-                for producer in group_map[name].producers:
-                    layer = modules[producer]
-                    if getattr(layer, "groups", 1) != 1:
-                        continue  # a depthwise filter sees one channel: nothing to fuse
-                    layer.weight[torch.as_tensor(kept)] = fuse_filters(layer.weight, kept,
-                                                                       fuse_temperature)
-    for (module, _), (handler, idxs) in group_map.removals(plan).items():
-        if isinstance(handler, ParameterCut):
-            handler(model, module, idxs.tolist())
-        else:
-            handler(modules[module], idxs.tolist())
+                layers = [modules[p] for p in group_map[name].producers]
+                if not all(isinstance(m, nn.Conv2d) and m.groups == 1 for m in layers):
+                    continue
+                rows = [m.weight.flatten(1) for m in layers]
+                fusion = fusion_matrix(torch.cat(rows, 1), kept, fuse_temperature, "mean")
+                for m, r in zip(layers, rows):
+                    fused = (fusion.to(r.dtype) @ r).view(len(kept), *m.weight.shape[1:])
+                    m.weight[torch.as_tensor(kept)] = fused
+    cut(True)
     return model

@@ -7,6 +7,7 @@ from typing import Any, Callable
 
 import torch
 
+from ..fusion import kl_importance
 from ._base import (
     Criterion,
     group_size,
@@ -100,18 +101,7 @@ class DCFFKLCriterion(_FilterCriterion):
         self.temperature = temperature
 
     def score_filters(self, w: torch.Tensor) -> torch.Tensor:
-        d = _distances(w)
-        n = d.shape[0]
-        if n > 1:
-            mean = d.sum() / (n * (n - 1))
-            if mean > 0:
-                d = d / mean
-        logp = torch.log_softmax(-self.temperature * d, dim=1)
-        p = logp.exp()
-        # KL(p_j || p_k) = sum_i p_j,i (log p_j,i - log p_k,i), for every pair at once.
-        neg_entropy = (p * logp).sum(1, keepdim=True)
-        cross = p @ logp.T
-        return (neg_entropy - cross).sum(1)
+        return kl_importance(w, self.temperature, "mean")
 
 
 @register_criterion("bn_gamma")

@@ -11,7 +11,7 @@ from pruning import (
     count_cost,
     create_model,
     decode_plan,
-    fuse_filters,
+    fusion_matrix,
     list_models,
     ratio_slots,
 )
@@ -79,8 +79,8 @@ def test_depthwise_convs_keep_input_equal_output():
 
 def test_fuse_three_filters():
     w = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]).view(3, 2, 1, 1)
-    fused = fuse_filters(w, np.array([0, 2]), temperature=1.0)
     flat = w.flatten(1)
+    fused = (fusion_matrix(flat, [0, 2], 1.0, "mean").float() @ flat).view(2, 2, 1, 1)
     d = torch.cdist(flat, flat)
     d = d / (d.sum() / 6)
     p = torch.softmax(-d[[0, 2]], dim=1)
