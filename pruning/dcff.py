@@ -56,6 +56,7 @@ class FusedConv2d(nn.Conv2d):
     """A conv whose filters are fused from a larger bank: weight = fusion @ bank."""
 
     fusion: torch.Tensor
+    scores: torch.Tensor
 
     def __init__(self, conv: nn.Conv2d, bank: torch.Tensor, bias: torch.Tensor | None
                  ) -> None:
@@ -68,6 +69,10 @@ class FusedConv2d(nn.Conv2d):
             self.bank_bias = nn.Parameter(bias.detach().clone())
         self.register_buffer("fusion", torch.zeros(conv.out_channels, len(bank),
                                                    dtype=bank.dtype, device=bank.device))
+        # the group's last finite importances (freeze_nonfinite falls back on them); a
+        # buffer, so a resumed training has them
+        self.register_buffer("scores", torch.full((len(bank),), float("nan"),
+                                                  dtype=torch.float64, device=bank.device))
 
     def fused(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         w = (self.fusion @ self.bank.flatten(1)).view(-1, *self.bank.shape[1:])
@@ -87,7 +92,6 @@ class _Fused:
     producers: list[str]
     keep: int
     kept: np.ndarray
-    scores: torch.Tensor | None = None
 
 
 class DCFF:
@@ -148,11 +152,14 @@ class DCFF:
         KL importances, in channel order); `churn` says how many changed per group."""
         t = self.temperature(epoch)
         exact = self.score_update == "every_epoch"
+        modules = dict(self.model.named_modules())
         for group in self.groups:
             scores = kl_importance(self._rows(group), t, self.distance, exact=exact)
-            if not bool(torch.isfinite(scores).all()) and group.scores is not None:
-                scores = group.scores  # the official code's fallback: last finite scores
-            group.scores = scores
+            last = modules[group.producers[0]].scores
+            assert isinstance(last, torch.Tensor)
+            if not bool(torch.isfinite(scores).all()) and bool(torch.isfinite(last).all()):
+                scores = last.clone()  # the official code's fallback: last finite scores
+            last.copy_(scores)
             kept = np.sort(torch.argsort(scores, descending=True, stable=True)[:group.keep]
                            .cpu().numpy())
             self.churn[group.name] = int(np.setdiff1d(kept, group.kept).size)

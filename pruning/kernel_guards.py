@@ -32,7 +32,9 @@ def _unit_stride_forward(self: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     if ph or pw:
         x = F.pad(x, (pw, pw, ph, ph))
     sh, sw = self.stride
-    return F.conv2d(x[..., ::sh, ::sw], self.weight, self.bias, 1, 0, 1, self.groups)
+    fused = getattr(self, "fused", None)  # a FusedConv2d computes its weight
+    weight, bias = fused() if fused is not None else (self.weight, self.bias)
+    return F.conv2d(x[..., ::sh, ::sw], weight, bias, 1, 0, 1, self.groups)
 
 
 @contextmanager

@@ -121,13 +121,15 @@ def train(model: nn.Module, loader: object, *, epochs: int, lr: float = 0.1,
           label_smoothing: float = 0.1,
           on_epoch: Callable[[int, float], None] | None = None,
           checkpoint: str | os.PathLike[str] | None = None,
-          distill: Distill | None = None) -> dict[str, float]:
+          distill: Distill | None = None,
+          before_epoch: Callable[[int], None] | None = None) -> dict[str, float]:
     """Train from scratch (or longer fine-tune): linear warm-up, then cosine to zero.
 
     `loader` iterates one epoch at a time (a `Loader`, or a DataLoader). With `checkpoint`,
     the model and optimizer are saved there after every epoch and a later call resumes
     after the last saved epoch: a `Loader` replays the same epochs, so an interrupted
     training ends where an uninterrupted one would (a finished one just loads).
+    `before_epoch(e)` runs as epoch e (from 0) starts, a resumed one included.
     """
     if epochs < 1:
         raise ValueError(f"epochs: must be >= 1, got {epochs}")
@@ -146,6 +148,8 @@ def train(model: nn.Module, loader: object, *, epochs: int, lr: float = 0.1,
 
     def stream() -> Batches:
         for epoch in range(done, epochs):
+            if before_epoch is not None:
+                before_epoch(epoch)
             yield from (loader.iter_epoch(epoch) if isinstance(loader, Loader)
                         else loader)  # type: ignore[misc]
 

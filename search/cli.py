@@ -83,11 +83,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tracking_arg(p)
     p.add_argument("--address", default=None, help="Ray cluster to join")
 
-    p = sub.add_parser("train", help="train (and cache) the base model of a config",
-                       description="Train the base model the config describes, report its "
-                       "test accuracy, and save it (also cached for later searches).")
+    p = sub.add_parser("train", help="train the base model of a config, or a compact one "
+                       "by a training mode (dcff)",
+                       description="--method base: train the base model the config describes, "
+                       "report its test accuracy, and save it (also cached for later "
+                       "searches). --method dcff: train a compact network by dynamic-coded "
+                       "filter fusion (config section dcff), tracked in MLflow; the same "
+                       "command resumes after a kill.")
     _add_config_args(p)
+    p.add_argument("--method", choices=["base", "dcff"], default="base",
+                   help="what to train (default: base)")
     p.add_argument("--out", default=None, help="also copy the checkpoint to this file")
+    _add_tracking_arg(p)
 
     p = sub.add_parser("front", help="print the Pareto front of a search; write its plot")
     p.add_argument("run", help="MLflow parent run id or run folder")
@@ -253,6 +260,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .prepare import ensure_base_model, validate
 
     cfg = load_config(args.config, args.overrides)
+    if args.method == "dcff":
+        return _train_dcff(cfg, args)
     if cfg.model.checkpoint is not None:
         raise UsageError("model.checkpoint: train builds a base model; unset the checkpoint")
     inputs = validate(cfg)
@@ -261,6 +270,26 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"base model: {path}\ntest accuracy: {acc:.4f}")
     if args.out:
         shutil.copyfile(path, args.out)
+        print(f"copied to {args.out}")
+    return 0
+
+
+def _train_dcff(cfg: Config, args: argparse.Namespace) -> int:
+    from pruning import CostModel
+
+    from .dcff_mode import plan_rates, run_dcff
+    from .prepare import ensure_base_model, validate
+    from .tracking import Tracker, check_tracking
+
+    inputs = validate(cfg)
+    plan_rates(cfg, inputs, CostModel(inputs.model, inputs.group_map, inputs.example_input))
+    uri = _tracking_uri(args.tracking_uri, cfg.tracking.uri)
+    check_tracking(uri)  # every check before anything is written or trained
+    if cfg.dcff.init == "base":
+        ensure_base_model(inputs)
+    result = run_dcff(cfg, inputs, Tracker(uri, cfg.tracking.experiment))
+    if args.out:
+        shutil.copyfile(result["path"], args.out)
         print(f"copied to {args.out}")
     return 0
 

@@ -220,6 +220,36 @@ class FinalConfig(_Section):
     lr: float = Field(0.01, gt=0, description="final fine-tune learning rate")
 
 
+class DcffConfig(_Section):
+    """`blendprune train --method dcff` (seed-methods.md §1)."""
+
+    epochs: int = Field(10, ge=1, description="training epochs (the paper: 300)")
+    lr: float = Field(0.01, gt=0, description="peak SGD learning rate (cosine to zero)")
+    init: Literal["base", "scratch"] = Field(
+        "base", description="bank from the trained base model, or trained from scratch")
+    target_flops_ratio: float = Field(0.5, gt=0, lt=1, description="FLOPs kept, at one "
+                                      "uniform rate, when neither rates nor preset is given")
+    rates: list[float] | None = Field(None, description="one pruning rate per channel group, "
+                                      "in the order of their first layer in the model")
+    preset: Literal["vgg16", "resnet56"] | None = Field(
+        None, description="the DCFF paper's published rates for that model")
+    distance: Literal["raw", "mean"] = Field("raw", description="filter distances as they "
+                                             "are, or over their mean")
+    score_update: Literal["every_epoch", "freeze_nonfinite"] = Field(
+        "every_epoch", description="re-choose the kept filters every epoch (exact KL), or "
+        "keep the last finite scores as the official code does (frozen from epoch 1)")
+    t_start: float = Field(1.0, gt=0, description="temperature at epoch 0")
+    t_end: float = Field(1e4, gt=0, description="temperature at the last epoch")
+
+    @field_validator("rates")
+    @classmethod
+    def _rates_in_range(cls, rates: list[float] | None) -> list[float] | None:
+        bad = [r for r in rates or [] if not 0 <= r < 1]
+        if bad:
+            raise ValueError(f"every rate must be in [0, 1), got {bad[0]}")
+        return rates
+
+
 class TrackingConfig(_Section):
     experiment: str = Field("blendprune", description="MLflow experiment name")
     uri: str | None = Field(None, description="MLflow tracking URI (default: "
@@ -254,6 +284,7 @@ class Config(_Section):
     evaluation: EvaluationConfig = EvaluationConfig()
     search: SearchConfig = SearchConfig()
     final: FinalConfig = FinalConfig()
+    dcff: DcffConfig = DcffConfig()
     tracking: TrackingConfig = TrackingConfig()
     ray: RayConfig = RayConfig()
     output_dir: str = Field("runs", description="where run folders (checkpoints, models) go")

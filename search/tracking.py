@@ -83,6 +83,14 @@ class Tracker:
         self.client.log_text(self.parent_id, redact(config_yaml), "config.yaml")
         return self.parent_id
 
+    def has_run(self, run_id: str) -> bool:
+        """Whether this tracking store holds `run_id`."""
+        try:
+            self.client.get_run(run_id)
+            return True
+        except Exception:
+            return False
+
     def attach(self, parent_id: str) -> None:
         run = self.client.get_run(parent_id)
         self.parent_id, self.experiment_id = parent_id, run.info.experiment_id
@@ -198,12 +206,12 @@ class Tracker:
         except Exception as exc:
             self._warn(name, exc)
 
-    def metrics(self, values: dict[str, float]) -> None:
+    def metrics(self, values: dict[str, float], step: int = 0) -> None:
         from mlflow.entities import Metric
 
         try:
             now = int(time.time() * 1000)
-            self.client.log_batch(self.parent_id, metrics=[Metric(k, float(v), now, 0)
+            self.client.log_batch(self.parent_id, metrics=[Metric(k, float(v), now, step)
                                                            for k, v in values.items()])
         except Exception as exc:
             self._warn("metrics", exc)

@@ -142,13 +142,13 @@ def ledger(out_dir: Path) -> list[dict]:
     return [records[i] for i in sorted(records)]
 
 
-def mlflow_runs(uri: str, experiment: str = "blendprune"):
-    """(client, parent runs, candidate runs) of an experiment in a tracking store."""
+def mlflow_runs(uri: str, experiment: str = "blendprune", role: str = "search"):
+    """(client, parent runs of `role`, candidate runs) of an experiment in a store."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(experiment)
     runs = client.search_runs([exp.experiment_id], max_results=2000)
-    parents = [r for r in runs if r.data.tags.get("blendprune.role") == "search"]
+    parents = [r for r in runs if r.data.tags.get("blendprune.role") == role]
     children = [r for r in runs if r.data.tags.get("blendprune.role") == "candidate"]
     return client, parents, children

@@ -65,6 +65,12 @@ NPZ = ["search", "--set", "data.dataset=npz", "--set"]
 CASES = {
     "malformed yaml": (["search", "bad.yaml"], "bad.yaml is not valid YAML"),
     "unknown key": (["search", "--set", "search.popsize=8"], "search.popsize: unknown key"),
+    "dcff rates count": (["train", "--method", "dcff", "--set", "dcff.rates=[0.5,0.5]"],
+                         "dcff.rates: 2 rates for 12 channel groups"),
+    "dcff rate range": (["train", "--method", "dcff", "--set", "dcff.rates=[0.5,1.2]"],
+                        "dcff.rates: every rate must be in [0, 1), got 1.2"),
+    "dcff preset": (["train", "--method", "dcff", "--set", "dcff.preset=vgg16"],
+                    "dcff.preset: vgg16 has 13 rates; this model has 12 channel groups"),
     "unknown arch": (["search", "--set", "model.arch=resnet21"],
                      "model.arch: unknown arch 'resnet21'"),
     "untraceable model": (["search", "--set",

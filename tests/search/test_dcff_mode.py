@@ -1,0 +1,53 @@
+"""`blendprune train --method dcff` on digits: trains, tracks every epoch in MLflow,
+exports a loadable compact model, and resumes in the same run after a SIGKILL."""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from search.cli import main
+
+from ..helpers import mlflow_runs
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_dcff_trains_tracks_exports_and_resumes_after_a_kill(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("BLENDPRUNE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    args = ["train", "--method", "dcff", "--set", "base_training.epochs=12",
+            "--set", "dcff.epochs=3", "--set", f"output_dir={tmp_path / 'runs'}",
+            "--tracking-uri", uri]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(["unshare", "--fork", "--kill-child", "--pid", "--mount-proc",
+                             sys.executable, "-m", "search.cli", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env, start_new_session=True)
+    seen = []
+    for line in proc.stdout:  # killed right after its first epoch
+        seen.append(line)
+        if "epoch 1/3" in line:
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert any("epoch 1/3" in line for line in seen), "".join(seen)
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "dcff: resuming" in out and "epoch 1/3" not in out and "epoch 3/3" in out
+    client, runs, _ = mlflow_runs(uri, role="train")
+    (run,) = runs
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2, 3]
+    assert run.data.metrics["flops_ratio"] <= 0.5
+    from pruning import load_pruned
+
+    model, meta = load_pruned(Path(client.download_artifacts(run.info.run_id,
+                                                             "dcff/model.pt")))
+    assert model.eval()(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
+    assert meta["extra"]["method"] == "dcff"
