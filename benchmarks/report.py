@@ -17,6 +17,10 @@ from benchmarks._common import REPO, RESULTS
 
 START = "<!-- benchmark-table:start (python -m benchmarks.report --write) -->"
 END = "<!-- benchmark-table:end -->"
+ZOO_START = "<!-- zoo-table:start (python -m benchmarks.report --write) -->"
+ZOO_END = "<!-- zoo-table:end -->"
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
@@ -151,9 +155,61 @@ def pareto_quality(d: dict[str, Any]) -> list[tuple[str, str, str]]:
              f"{a['budget']} candidates/search", text, goal)]
 
 
+def zoo(d: dict[str, Any]) -> list[tuple[str, str, str]]:
+    rows, counts = d["models"], d["summary"]
+    ours = [r["blendprune"] for r in rows.values()]
+    checked = [r for r in ours if r.get("masked_gap") is not None]
+    failures: dict[str, list[str]] = {}
+    for name, r in rows.items():
+        tp = r["torch_pruning"]
+        if tp["status"] != "ok":
+            failures.setdefault(tp["error"].split(":")[0], []).append(name)
+    theirs = "; ".join(f"{why}: {', '.join(names)}" for why, names in failures.items())
+    ok = counts["blendprune"]["ok"]
+    return [(f"zoo, {len(rows)} torchvision CNNs, {d['ratio']:.0%} L1 plan",
+             f"blendprune {ok}/{len(rows)} (CostModel exact in "
+             f"{sum(bool(r.get('cost_exact')) for r in ours)}; equal to the original with "
+             f"the removed channels zeroed in {sum(r['masked_gap'] <= 1e-4 for r in checked)}"
+             f" of {len(checked)} without cross-channel norms); "
+             f"Torch-Pruning {counts['torch_pruning']['ok']}/{len(rows)} ({theirs})",
+             "met (66 of 66)" if ok == len(rows) == 66 else f"**missed** ({ok} of 66)")]
+
+
+def fidelity(d: dict[str, Any]) -> list[tuple[str, str, str]]:
+    out = []
+    for t, r in d["targets"].items():
+        rep = r["report"]
+        rho = ", ".join(f"{k} steps {v:.2f}" for k, v in rep["spearman_vs_final"].items())
+        regret = ", ".join(f"{k}: {100 * v:.2f} pp" for k, v in rep["pick_regret"].items())
+        out.append((f"fidelity, {d['settings']['dataset']} ResNet-20 at ≤ {t} FLOPs, "
+                    f"{rep['candidates']} structures",
+                    f"Spearman with the final {d['settings']['final_steps']}-step test "
+                    f"accuracy: {rho} (0 = adaptive BN alone); pick regret {regret}",
+                    "measured (decides the halving rung)"))
+    return out
+
+
+def zoo_table(d: dict[str, Any]) -> str:
+    """Per model: each tool's status, MACs and parameters kept, seconds."""
+    lines = ["| model | blendprune | MACs kept | params kept | s | Torch-Pruning | MACs kept "
+             "| s |", "|---|---|---|---|---|---|---|---|"]
+    for name, r in d["models"].items():
+        b, t = r["blendprune"], r["torch_pruning"]
+
+        def kept(x: dict[str, Any], key: str) -> str:
+            after = x.get(f"{key}_after")
+            return f"{after / x[f'{key}_before']:.3f}" if after else "–"
+
+        status = t["status"] if t["status"] == "ok" else f"{t['status']}: {t['error'][:60]}"
+        lines.append(f"| {name} | {b['status']} | {kept(b, 'macs')} | {kept(b, 'params')} | "
+                     f"{b.get('seconds', 0):.1f} | {status} | {kept(t, 'macs')} | "
+                     f"{t.get('seconds', 0):.1f} |")
+    return "\n".join(lines)
+
+
 SUMMARIZERS = {"candidate_cost": candidate_cost, "overhead": overhead, "scaling": scaling,
                "cluster_sim": cluster_sim, "gpu_packing": gpu_packing, "vs_naive": vs_naive,
-               "pareto_quality": pareto_quality}
+               "pareto_quality": pareto_quality, "fidelity": fidelity, "zoo": zoo}
 
 
 def table(results: Path = RESULTS) -> str:
@@ -170,11 +226,24 @@ def block(results: Path = RESULTS) -> str:
     return f"{START}\n{table(results)}\n{END}"
 
 
+def zoo_block(results: Path = RESULTS) -> str:
+    path = results / "zoo.json"
+    body = zoo_table(json.loads(path.read_text())) if path.exists() else "(not run yet)"
+    return f"{ZOO_START}\n{body}\n{ZOO_END}"
+
+
+def _replace(text: str, start: str, end: str, new: str) -> str:
+    if start not in text or end not in text:
+        raise ValueError(f"missing the markers {start!r} ... {end!r}")
+    head, rest = text.split(start, 1)
+    return head + new + rest.split(end, 1)[1]
+
+
 def replace_block(text: str, results: Path = RESULTS) -> str:
-    if START not in text or END not in text:
-        raise ValueError(f"missing the markers {START!r} ... {END!r}")
-    head, rest = text.split(START, 1)
-    return head + block(results) + rest.split(END, 1)[1]
+    text = _replace(text, START, END, block(results))
+    if ZOO_START in text:
+        text = _replace(text, ZOO_START, ZOO_END, zoo_block(results))
+    return text
 
 
 def main() -> None:

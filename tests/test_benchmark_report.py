@@ -40,3 +40,18 @@ def test_candidate_cost_row_gives_same_run_variant_ratios(tmp_path):
     row = table(tmp_path).splitlines()[-1]
     assert row.endswith("(0.1%); same genome, time vs this: channels last unguarded ×0.96, "
                         "contiguous ×1.01 | met (< 5%) |"), row
+
+
+def test_zoo_row_counts_both_tools_and_names_their_failures(tmp_path):
+    ok = {"status": "ok", "macs_before": 100, "macs_after": 26, "params_before": 10,
+          "params_after": 3, "seconds": 1.0, "cost_exact": True, "masked_gap": 1e-8}
+    rows = {f"m{i}": {"blendprune": ok, "torch_pruning": ok} for i in range(65)}
+    rows["shufflenet"] = {"blendprune": {**ok, "masked_gap": None}, "torch_pruning": {
+        "status": "failed", "error": "ZeroDivisionError: integer division", "seconds": 0.1}}
+    (tmp_path / "zoo.json").write_text(json.dumps({"ratio": 0.5, "models": rows, "summary": {
+        "blendprune": {"tried": 66, "ok": 66}, "torch_pruning": {"tried": 66, "ok": 65}}}))
+    row = table(tmp_path).splitlines()[-1]
+    assert row == ("| zoo, 66 torchvision CNNs, 50% L1 plan | blendprune 66/66 (CostModel exact "
+                   "in 66; equal to the original with the removed channels zeroed in 65 of 65 "
+                   "without cross-channel norms); Torch-Pruning 65/66 (ZeroDivisionError: "
+                   "shufflenet) | met (66 of 66) |")
