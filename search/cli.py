@@ -93,6 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--method", choices=["base", "dcff"], default="base",
                    help="what to train (default: base)")
+    p.add_argument("--from", dest="source", default=None, metavar="RUN",
+                   help="dcff: train a front member of this search (run folder or MLflow "
+                        "run id), with the search's config")
+    p.add_argument("--rank", type=int, default=0,
+                   help="with --from: the front member, 0 = the most accurate")
     p.add_argument("--out", default=None, help="also copy the checkpoint to this file")
     _add_tracking_arg(p)
 
@@ -259,6 +264,10 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from .prepare import ensure_base_model, validate
 
+    if args.source is not None:
+        if args.method != "dcff" or args.config is not None:
+            raise UsageError("--from: only with --method dcff, and instead of a config")
+        return _train_dcff(*_front_member(args))
     cfg = load_config(args.config, args.overrides)
     if args.method == "dcff":
         return _train_dcff(cfg, args)
@@ -274,7 +283,28 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_dcff(cfg: Config, args: argparse.Namespace) -> int:
+def _front_member(args: argparse.Namespace) -> tuple[Config, argparse.Namespace, Any]:
+    """The config and plan of front member `--rank` of the search `--from`."""
+    from pruning import Plan
+
+    from .rundir import RunDir
+
+    path, _, _ = _resolve_run(args.source, args.tracking_uri)
+    if path is None:
+        raise UsageError(f"--from: the folder of run {args.source!r} is not on this machine")
+    front = path / "pareto" / "front.json"
+    rows = json.loads(front.read_text())["front"] if front.exists() else []
+    ranked = sorted(rows, key=lambda r: -r["accuracy"])
+    if not 0 <= args.rank < len(ranked):
+        raise UsageError(f"--rank: {args.rank} is not on the front of {path} "
+                         f"({len(ranked)} members)")
+    run = RunDir(path)
+    record = {r["index"]: r for r in run.records()}[ranked[args.rank]["index"]]
+    cfg = load_config(str(run.config_path), args.overrides)
+    return cfg, args, Plan.from_dict(record["result"]["plan"])
+
+
+def _train_dcff(cfg: Config, args: argparse.Namespace, plan: Any = None) -> int:
     from pruning import CostModel
 
     from .dcff_mode import plan_rates, run_dcff
@@ -282,12 +312,14 @@ def _train_dcff(cfg: Config, args: argparse.Namespace) -> int:
     from .tracking import Tracker, check_tracking
 
     inputs = validate(cfg)
-    plan_rates(cfg, inputs, CostModel(inputs.model, inputs.group_map, inputs.example_input))
+    if plan is None:
+        plan_rates(cfg, inputs, CostModel(inputs.model, inputs.group_map,
+                                          inputs.example_input))
     uri = _tracking_uri(args.tracking_uri, cfg.tracking.uri)
     check_tracking(uri)  # every check before anything is written or trained
     if cfg.dcff.init == "base":
         ensure_base_model(inputs)
-    result = run_dcff(cfg, inputs, Tracker(uri, cfg.tracking.experiment))
+    result = run_dcff(cfg, inputs, Tracker(uri, cfg.tracking.experiment), plan=plan)
     if args.out:
         shutil.copyfile(result["path"], args.out)
         print(f"copied to {args.out}")

@@ -218,6 +218,9 @@ class FinalConfig(_Section):
     top_k: int = Field(3, ge=0, description="front members fine-tuned and tested at the end")
     epochs: int = Field(5, ge=0, description="epochs of the final fine-tune")
     lr: float = Field(0.01, gt=0, description="final fine-tune learning rate")
+    method: Literal["finetune", "dcff"] = Field(
+        "finetune", description="how the top-k are finished: a fine-tune, or DCFF's filter "
+        "fusion (options from the dcff section)")
 
 
 class DcffConfig(_Section):

@@ -110,18 +110,20 @@ def _initial_plan(inputs: Inputs, rates: dict[str, float]) -> Plan:
                                  [:keep_count(g.size, rates[g.name])]) for g in gm})
 
 
-def folder_for(cfg: Config) -> Path:
-    key = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
+def folder_for(cfg: Config, plan: Plan) -> Path:
+    payload = {"config": cfg.to_dict(), "plan": plan.to_dict()}
+    key = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
     return Path(cfg.output_dir) / f"{cfg.name}-dcff-{key}"
 
 
-def run_dcff(cfg: Config, inputs: Inputs, tracker: Tracker, log: Callable[[str], None] = print
-             ) -> dict[str, Any]:
-    """Train, track and export; returns the final metrics."""
+def run_dcff(cfg: Config, inputs: Inputs, tracker: Tracker, log: Callable[[str], None] = print,
+             plan: Plan | None = None) -> dict[str, Any]:
+    """Train, track and export; returns the final metrics. `plan`: a search's front
+    member to train (its counts, its kept channels to start from)."""
     d = cfg.dcff
     cost = CostModel(inputs.model, inputs.group_map, inputs.example_input)
-    rates = plan_rates(cfg, inputs, cost)
-    plan = _initial_plan(inputs, rates)
+    if plan is None:
+        plan = _initial_plan(inputs, plan_rates(cfg, inputs, cost))
     base = inputs.model
     if d.init == "scratch":
         torch.manual_seed(cfg.base_training.seed)
@@ -129,7 +131,7 @@ def run_dcff(cfg: Config, inputs: Inputs, tracker: Tracker, log: Callable[[str],
         base.eval()
     dcff = DCFF(base, inputs.group_map, plan, d.epochs, distance=d.distance,
                 score_update=d.score_update, t_start=d.t_start, t_end=d.t_end)
-    folder = folder_for(cfg)
+    folder = folder_for(cfg, plan)
     folder.mkdir(parents=True, exist_ok=True)
     state_path = folder / "state.json"
     state = json.loads(state_path.read_text()) if state_path.exists() else {}

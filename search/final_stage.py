@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pruning import Distill, Plan, adaptive_bn, apply_plan, save_pruned, train
+from pruning import DCFF, Distill, Plan, adaptive_bn, apply_plan, save_pruned, train
 
 from .config import Config
 from .prepare import Prepared
@@ -30,19 +30,27 @@ def final_stage(cfg: Config, prepared: Prepared, run: RunDir, tracker: Tracker,
     out = []
     for rank, row in enumerate(picks):
         plan = Plan.from_dict(records[row["index"]]["result"]["plan"])
-        model = apply_plan(ws.model, ws.group_map, plan, keep=cfg.genome.keep)
-        # As the candidate was scored: BatchNorm statistics re-estimated first, so a short
-        # fine-tune does not end with running statistics still half the unpruned net's.
-        bn = ws.train.loader(batch_size=cfg.evaluation.batch_size, mean=ws.mean, std=ws.std,
-                             seed=cfg.search.seed + 1)
-        adaptive_bn(model, bn.batches(cfg.evaluation.bn_batches))
-        if cfg.final.epochs:
-            loader = ws.loader(ws.train, train=True, batch_size=cfg.evaluation.batch_size,
-                               seed=cfg.search.seed + rank)
-            distill = cfg.evaluation.distill
-            train(model, loader, epochs=cfg.final.epochs, lr=cfg.final.lr, warmup_epochs=0.0,
-                  label_smoothing=0.0,
-                  distill=Distill(ws.model, distill) if distill else None)
+        loader = ws.loader(ws.train, train=True, batch_size=cfg.evaluation.batch_size,
+                           seed=cfg.search.seed + rank)
+        distill = Distill(ws.model, cfg.evaluation.distill) if cfg.evaluation.distill else None
+        if cfg.final.method == "dcff" and cfg.final.epochs:
+            d = cfg.dcff
+            dcff = DCFF(ws.model, ws.group_map, plan, cfg.final.epochs, distance=d.distance,
+                        score_update=d.score_update, t_start=d.t_start, t_end=d.t_end)
+            train(dcff.model, loader, epochs=cfg.final.epochs, lr=cfg.final.lr,
+                  warmup_epochs=0.0, label_smoothing=0.0, distill=distill,
+                  before_epoch=dcff.begin_epoch)
+            model, plan = dcff.to_compact().eval(), dcff.kept_plan()
+        else:
+            model = apply_plan(ws.model, ws.group_map, plan, keep=cfg.genome.keep)
+            # As the candidate was scored: BatchNorm statistics re-estimated first, so a
+            # short fine-tune does not end with running statistics half the unpruned net's.
+            bn = ws.train.loader(batch_size=cfg.evaluation.batch_size, mean=ws.mean,
+                                 std=ws.std, seed=cfg.search.seed + 1)
+            adaptive_bn(model, bn.batches(cfg.evaluation.bn_batches))
+            if cfg.final.epochs:
+                train(model, loader, epochs=cfg.final.epochs, lr=cfg.final.lr,
+                      warmup_epochs=0.0, label_smoothing=0.0, distill=distill)
         test_acc = ws.test_accuracy(model)
         folder = run.path / "final" / str(rank)
         folder.mkdir(parents=True, exist_ok=True)
@@ -61,7 +69,7 @@ def final_stage(cfg: Config, prepared: Prepared, run: RunDir, tracker: Tracker,
         tracker.metrics({f"final_{rank}_test_accuracy": test_acc,
                          f"final_{rank}_flops_ratio": row["flops_ratio"]})
         print(f"final {rank}: candidate {row['index']}  holdout {row['accuracy']:.4f}  "
-              f"test {test_acc:.4f} after {cfg.final.epochs} epochs  "
+              f"test {test_acc:.4f} after {cfg.final.epochs} epochs of {cfg.final.method}  "
               f"FLOPs ratio {row['flops_ratio']:.3f}", flush=True)
         out.append(result)
     tracker.metrics({"base_test_accuracy": ws.test_accuracy(ws.model)})

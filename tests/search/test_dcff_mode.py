@@ -1,6 +1,7 @@
 """`blendprune train --method dcff` on digits: trains, tracks every epoch in MLflow,
 exports a loadable compact model, and resumes in the same run after a SIGKILL."""
 
+import json
 import os
 import signal
 import subprocess
@@ -51,3 +52,27 @@ def test_dcff_trains_tracks_exports_and_resumes_after_a_kill(tmp_path, monkeypat
                                                              "dcff/model.pt")))
     assert model.eval()(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
     assert meta["extra"]["method"] == "dcff"
+
+
+def test_a_search_finishes_with_dcff_and_a_front_member_trains_from_the_run(
+        tmp_path, monkeypatch, capsys):
+    from .test_end_to_end import FAST
+
+    monkeypatch.setenv("BLENDPRUNE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    assert main(["search", *FAST, "--set", "final.method=dcff", "--tracking-uri", uri,
+                 "--output-dir", str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out
+    assert "after 1 epochs of dcff" in out
+    (folder,) = (tmp_path / "runs").iterdir()
+    front = json.loads((folder / "pareto" / "front.json").read_text())["front"]
+    member = max(front, key=lambda r: r["accuracy"])
+    assert main(["train", "--method", "dcff", "--from", str(folder), "--rank", "0",
+                 "--set", "dcff.epochs=1", "--tracking-uri", uri]) == 0
+    client, runs, _ = mlflow_runs(uri, role="train")
+    (run,) = runs
+    # DCFF keeps the member's channel counts: the same FLOPs
+    assert run.data.metrics["flops"] == member["flops"]
+    assert main(["train", "--method", "dcff", "--from", str(folder), "--rank", "99"]) == 2
+    assert "--rank: 99 is not on the front" in capsys.readouterr().err
