@@ -313,8 +313,8 @@ def _train_dcff(cfg: Config, args: argparse.Namespace, plan: Any = None) -> int:
 
     inputs = validate(cfg)
     if plan is None:
-        plan_rates(cfg, inputs, CostModel(inputs.model, inputs.group_map,
-                                          inputs.example_input))
+        plan_rates(cfg, inputs.model, inputs.group_map,
+                   CostModel(inputs.model, inputs.group_map, inputs.example_input))
     uri = _tracking_uri(args.tracking_uri, cfg.tracking.uri)
     check_tracking(uri)  # every check before anything is written or trained
     if cfg.dcff.init == "base":

@@ -41,28 +41,27 @@ from .tracking import ROLE, Tracker
 __all__ = ["PRESETS", "group_order", "plan_rates", "run_dcff"]
 
 # The DCFF paper's published CIFAR-10 rates (github.com/lmbxmu/DCFF README): VGG-16's
-# thirteen convs; ResNet-56's 27 block-internal convs, the residual stream unpruned.
+# thirteen convs; ResNet-56's 27 block-internal convs. A preset maps the conv channel
+# groups, in model order, to rates; every other group stays whole.
 _VGG16 = [0.5] * 2 + [0.4] * 2 + [0.35] * 3 + [0.85] * 6
 _RESNET56 = ([0.7] * 2 + [0.5] * 3 + [0.3] * 2 + [0.4] + [0.8]
              + [0.7] * 2 + [0.8] * 4 + [0.4] + [0.2] * 2
              + [0.7] + [0.3] + [0.8] + [0.4] * 2 + [0.7] + [0.3] + [0.4] + [0.8])
 
 
-def _vgg16(order: list[str]) -> dict[str, float]:
-    if len(order) != len(_VGG16):
+def _vgg16(convs: list[str]) -> dict[str, float]:
+    if len(convs) != len(_VGG16):
         raise ConfigError(f"dcff.preset: vgg16 has {len(_VGG16)} rates; this model has "
-                          f"{len(order)} channel groups")
-    return dict(zip(order, _VGG16))
+                          f"{len(convs)} conv channel groups")
+    return dict(zip(convs, _VGG16))
 
 
-def _resnet56(order: list[str]) -> dict[str, float]:
-    internal = [g for g in order if g.endswith(".conv1") and g.startswith("layer")]
+def _resnet56(convs: list[str]) -> dict[str, float]:
+    internal = [g for g in convs if g.endswith(".conv1") and g.startswith("layer")]
     if len(internal) != len(_RESNET56):
         raise ConfigError(f"dcff.preset: resnet56 has {len(_RESNET56)} block rates; this "
                           f"model has {len(internal)} blocks")
-    rates = dict.fromkeys(order, 0.0)
-    rates.update(zip(internal, _RESNET56))
-    return rates
+    return dict(zip(internal, _RESNET56))
 
 
 PRESETS: dict[str, Callable[[list[str]], dict[str, float]]] = {
@@ -76,17 +75,21 @@ def group_order(model: Any, group_map: GroupMap) -> list[str]:
                   key=lambda g: min(position[p] for p in group_map[g].producers))
 
 
-def plan_rates(cfg: Config, inputs: Inputs, cost: CostModel) -> dict[str, float]:
+def plan_rates(cfg: Config, model: torch.nn.Module, gm: GroupMap, cost: CostModel
+               ) -> dict[str, float]:
     """Rate per channel group: `dcff.rates`, a preset, or the uniform target rate."""
-    d, gm = cfg.dcff, inputs.group_map
-    order = group_order(inputs.model, gm)
+    d = cfg.dcff
+    order = group_order(model, gm)
     if d.rates is not None:
         if len(d.rates) != len(order):
             raise ConfigError(f"dcff.rates: {len(d.rates)} rates for {len(order)} channel "
                               "groups")
         return dict(zip(order, d.rates))
     if d.preset is not None:
-        return PRESETS[d.preset](order)
+        modules = dict(model.named_modules())
+        convs = [g for g in order
+                 if all(isinstance(modules[p], torch.nn.Conv2d) for p in gm[g].producers)]
+        return {**dict.fromkeys(order, 0.0), **PRESETS[d.preset](convs)}
     lo, hi = 0.0, 0.95
 
     def ratio(r: float) -> float:
@@ -123,7 +126,7 @@ def run_dcff(cfg: Config, inputs: Inputs, tracker: Tracker, log: Callable[[str],
     d = cfg.dcff
     cost = CostModel(inputs.model, inputs.group_map, inputs.example_input)
     if plan is None:
-        plan = _initial_plan(inputs, plan_rates(cfg, inputs, cost))
+        plan = _initial_plan(inputs, plan_rates(cfg, inputs.model, inputs.group_map, cost))
     base = inputs.model
     if d.init == "scratch":
         torch.manual_seed(cfg.base_training.seed)

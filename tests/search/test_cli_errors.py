@@ -70,7 +70,7 @@ CASES = {
     "dcff rate range": (["train", "--method", "dcff", "--set", "dcff.rates=[0.5,1.2]"],
                         "dcff.rates: every rate must be in [0, 1), got 1.2"),
     "dcff preset": (["train", "--method", "dcff", "--set", "dcff.preset=vgg16"],
-                    "dcff.preset: vgg16 has 13 rates; this model has 12 channel groups"),
+                    "dcff.preset: vgg16 has 13 rates; this model has 12 conv channel groups"),
     "unknown arch": (["search", "--set", "model.arch=resnet21"],
                      "model.arch: unknown arch 'resnet21'"),
     "untraceable model": (["search", "--set",
