@@ -6,6 +6,7 @@ search (Ray, MLflow, DEAP, Optuna live in `search/`).
 
 from .blending import Blender, GroupClustering, cluster_group, rank_normalise
 from .candidate import CandidateResult, EvalSettings, Evaluator, Fidelity
+from .cdp import CDP, SkeletonConv2d
 from .cost import CostModel, count_cost, measure_latency
 from .criteria import Criterion, get_criterion, list_criteria, register_criterion
 from .data import (
@@ -30,9 +31,10 @@ from .prune import PruneReport, prune
 from .scores import DEFAULT_POOL, ScoreTable, compute_scores
 from .surgery import ChannelGroup, GroupMap, apply_plan, classifier_layers
 from .targets import Targets
-from .train import Distill, DivergedError, adaptive_bn, evaluate, finetune, train
+from .train import Distill, DivergedError, TrainHooks, adaptive_bn, evaluate, finetune, train
 
 __all__ = [
+    "CDP",
     "DCFF",
     "DEFAULT_POOL",
     "Blender",
@@ -59,10 +61,12 @@ __all__ = [
     "Plan",
     "PruneReport",
     "ScoreTable",
+    "SkeletonConv2d",
     "Split",
     "Targets",
     "TensorLoader",
     "TensorSplit",
+    "TrainHooks",
     "adaptive_bn",
     "apply_plan",
     "classifier_layers",

@@ -29,8 +29,9 @@ from torch import nn
 from .fusion import distances, fusion_matrix, kl_importance
 from .plan import Plan
 from .surgery import GroupMap, apply_plan
+from .train import TrainHooks
 
-__all__ = ["DCFF", "FusedConv2d", "temperature"]
+__all__ = ["DCFF", "FusedConv2d", "conv_args", "temperature"]
 
 SCORE_UPDATES = ("every_epoch", "freeze_nonfinite")
 
@@ -45,7 +46,7 @@ def temperature(epoch: float, epochs: int, t_start: float = 1.0, t_end: float = 
     return a / (1 + math.exp(-k * epoch)) + t_start - a / 2
 
 
-def _shape_of(conv: nn.Conv2d) -> dict[str, Any]:
+def conv_args(conv: nn.Conv2d) -> dict[str, Any]:
     """A conv's constructor arguments, for a new conv of the same kind."""
     return {"in_channels": conv.in_channels, "out_channels": conv.out_channels,
             "kernel_size": conv.kernel_size, "stride": conv.stride, "padding": conv.padding,
@@ -60,7 +61,7 @@ class FusedConv2d(nn.Conv2d):
 
     def __init__(self, conv: nn.Conv2d, bank: torch.Tensor, bias: torch.Tensor | None
                  ) -> None:
-        super().__init__(**_shape_of(conv), bias=conv.bias is not None, device=bank.device,
+        super().__init__(**conv_args(conv), bias=conv.bias is not None, device=bank.device,
                          dtype=bank.dtype)
         del self.weight
         self.bank = nn.Parameter(bank.detach().clone())
@@ -94,14 +95,14 @@ class _Fused:
     kept: np.ndarray
 
 
-class DCFF:
+class DCFF(TrainHooks):
     """Trains a plan's compact network by dynamic filter fusion.
 
     `model` starts as `apply_plan(base, plan)` with each producer of a pruned group (plain
     convs only; a group with a grouped or depthwise producer is plain selection) turned
     into a `FusedConv2d` whose bank is the base layer's full set of filters over the
-    layer's kept inputs. Call `begin_epoch(e)` at the start of every epoch (it sets T and
-    re-chooses the kept sets), train `model` as any model, then `to_compact()`.
+    layer's kept inputs. Train `model` with `train(..., hooks=dcff)`: `begin_epoch(e)`
+    sets T and re-chooses the kept sets at every epoch's start. Then `to_compact()`.
     """
 
     def __init__(self, base: nn.Module, group_map: GroupMap, plan: Plan, epochs: int, *,
@@ -188,7 +189,7 @@ class DCFF:
         for name, m in list(model.named_modules()):
             if isinstance(m, FusedConv2d):
                 w, b = m.fused()
-                conv = nn.Conv2d(**_shape_of(m), bias=b is not None, device=w.device,
+                conv = nn.Conv2d(**conv_args(m), bias=b is not None, device=w.device,
                                  dtype=w.dtype)
                 with torch.no_grad():
                     conv.weight.copy_(w)

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -23,8 +24,8 @@ from torch import nn
 from .kernel_guards import training_guards
 from .loader import Loader
 
-__all__ = ["DivergedError", "Distill", "adaptive_bn", "evaluate", "finetune", "memory_format",
-           "train"]
+__all__ = ["DivergedError", "Distill", "TrainHooks", "adaptive_bn", "evaluate", "finetune",
+           "memory_format", "train"]
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -76,11 +77,37 @@ class Distill:
         return (1 - self.weight) * hard + self.weight * soft
 
 
+class TrainHooks:
+    """What a training method (DCFF, CDP, LAPP) adds to plain training. Every hook is
+    optional; the state is saved in `train`'s checkpoint, so a resumed method goes on as
+    an uninterrupted one would."""
+
+    def begin_epoch(self, epoch: int) -> None:
+        """Runs as epoch `epoch` (from 0) starts, a resumed one included."""
+
+    def penalty(self) -> torch.Tensor | None:
+        """A term added to the step's loss."""
+        return None
+
+    def after_backward(self, step: int) -> None:
+        """Runs between the backward pass and the optimizer step (masks, gradients)."""
+
+    def after_step(self, step: int) -> None:
+        """Runs after the optimizer step (what momentum must not revive)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned."""
+
+
 def _run_steps(model: nn.Module, batches: Batches, total: int,
                lr_at: Callable[[int], float], opt: torch.optim.Optimizer, *,
                label_smoothing: float, on_epoch: Callable[[int, float], None] | None = None,
                steps_per_epoch: int = 0, channels_last: bool = True, start: int = 0,
-               distill: Distill | None = None) -> dict[str, float]:
+               distill: Distill | None = None, hooks: TrainHooks | None = None
+               ) -> dict[str, float]:
     """Steps `start`..`total` - 1 of a schedule; `on_epoch` after each whole epoch, with
     that epoch's mean loss. Returns the mean loss over all steps run."""
     device = _device(model)
@@ -99,11 +126,18 @@ def _run_steps(model: nn.Module, batches: Batches, total: int,
             loss = F.cross_entropy(out.float(), y, label_smoothing=label_smoothing)
             if distill is not None:
                 loss = distill.loss(x, out.float(), loss)
+            extra = hooks.penalty() if hooks is not None else None
+            if extra is not None:
+                loss = loss + extra
             if not torch.isfinite(loss):
                 raise DivergedError(f"loss is {loss.item()} at step {step}")
             opt.zero_grad(set_to_none=True)
             torch.autograd.backward(loss)
+            if hooks is not None:
+                hooks.after_backward(step)
             opt.step()
+            if hooks is not None:
+                hooks.after_step(step)
             epoch_sum += loss.item() * len(y)
             epoch_seen += len(y)
             step += 1
@@ -122,14 +156,16 @@ def train(model: nn.Module, loader: object, *, epochs: int, lr: float = 0.1,
           on_epoch: Callable[[int, float], None] | None = None,
           checkpoint: str | os.PathLike[str] | None = None,
           distill: Distill | None = None,
-          before_epoch: Callable[[int], None] | None = None) -> dict[str, float]:
+          before_epoch: Callable[[int], None] | None = None,
+          hooks: TrainHooks | None = None) -> dict[str, float]:
     """Train from scratch (or longer fine-tune): linear warm-up, then cosine to zero.
 
     `loader` iterates one epoch at a time (a `Loader`, or a DataLoader). With `checkpoint`,
     the model and optimizer are saved there after every epoch and a later call resumes
     after the last saved epoch: a `Loader` replays the same epochs, so an interrupted
     training ends where an uninterrupted one would (a finished one just loads).
-    `before_epoch(e)` runs as epoch e (from 0) starts, a resumed one included.
+    `before_epoch(e)` runs as epoch e (from 0) starts, a resumed one included, after
+    `hooks.begin_epoch(e)`; `hooks` (a training method) is checkpointed with the model.
     """
     if epochs < 1:
         raise ValueError(f"epochs: must be >= 1, got {epochs}")
@@ -144,10 +180,13 @@ def train(model: nn.Module, loader: object, *, epochs: int, lr: float = 0.1,
 
     opt = _optimizer(model, lr_at(0), momentum, weight_decay)
     schedule = {"epochs": epochs, "steps_per_epoch": steps_per_epoch, "lr": lr}
-    done, before = _resume(checkpoint, model, opt, schedule) if checkpoint else (0, 0.0)
+    done, before = (_resume(checkpoint, model, opt, schedule, hooks) if checkpoint
+                    else (0, 0.0))
 
     def stream() -> Batches:
         for epoch in range(done, epochs):
+            if hooks is not None:
+                hooks.begin_epoch(epoch)
             if before_epoch is not None:
                 before_epoch(epoch)
             yield from (loader.iter_epoch(epoch) if isinstance(loader, Loader)
@@ -157,6 +196,7 @@ def train(model: nn.Module, loader: object, *, epochs: int, lr: float = 0.1,
         if checkpoint:
             _save(checkpoint, {"model": model.state_dict(), "optimizer": opt.state_dict(),
                                "epoch": epoch, **schedule,
+                               "hooks": hooks.state_dict() if hooks is not None else {},
                                "seconds": before + time.perf_counter() - start})
         if on_epoch is not None:
             on_epoch(epoch, loss)
@@ -164,14 +204,14 @@ def train(model: nn.Module, loader: object, *, epochs: int, lr: float = 0.1,
     start = time.perf_counter()
     out = _run_steps(model, stream(), total, lr_at, opt, label_smoothing=label_smoothing,
                      on_epoch=saved, steps_per_epoch=steps_per_epoch,
-                     start=done * steps_per_epoch, distill=distill)
+                     start=done * steps_per_epoch, distill=distill, hooks=hooks)
     out["seconds"] = time.perf_counter() - start
     out["total_seconds"] = before + out["seconds"]  # all sessions of a resumed training
     return out
 
 
 def _resume(path: str | os.PathLike[str], model: nn.Module, opt: torch.optim.Optimizer,
-            schedule: dict[str, float]) -> tuple[int, float]:
+            schedule: dict[str, float], hooks: TrainHooks | None) -> tuple[int, float]:
     """Load a training checkpoint if there is one: the epochs it had done, in how long."""
     if not os.path.exists(path):
         return 0, 0.0
@@ -182,6 +222,8 @@ def _resume(path: str | os.PathLike[str], model: nn.Module, opt: torch.optim.Opt
                          f"not {schedule}); remove it to start afresh")
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
+    if hooks is not None:
+        hooks.load_state_dict(state.get("hooks", {}))
     return int(state["epoch"]), float(state["seconds"])
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from .config import Config, ConfigError, list_presets, load_config, preset_path
+from .training_mode import list_modes
 
 if TYPE_CHECKING:  # imported where used: `blendprune --help` stays fast
     from .prepare import Inputs
@@ -84,18 +85,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default=None, help="Ray cluster to join")
 
     p = sub.add_parser("train", help="train the base model of a config, or a compact one "
-                       "by a training mode (dcff)",
+                       "by a training mode (dcff, cdp)",
                        description="--method base: train the base model the config describes, "
                        "report its test accuracy, and save it (also cached for later "
                        "searches). --method dcff: train a compact network by dynamic-coded "
-                       "filter fusion (config section dcff), tracked in MLflow; the same "
-                       "command resumes after a kill.")
+                       "filter fusion (config section dcff). --method cdp: sparse training "
+                       "with filter skeletons and dynamic thresholds to a FLOPs target "
+                       "(config section cdp). A training mode is tracked in MLflow, and the "
+                       "same command resumes after a kill.")
     _add_config_args(p)
-    p.add_argument("--method", choices=["base", "dcff"], default="base",
+    p.add_argument("--method", choices=["base", *list_modes()], default="base",
                    help="what to train (default: base)")
     p.add_argument("--from", dest="source", default=None, metavar="RUN",
-                   help="dcff: train a front member of this search (run folder or MLflow "
-                        "run id), with the search's config")
+                   help="a training mode: start from a front member of this search (run "
+                        "folder or MLflow run id), with the search's config (dcff: its "
+                        "plan; cdp: its FLOPs ratio as the target)")
     p.add_argument("--rank", type=int, default=0,
                    help="with --from: the front member, 0 = the most accurate")
     p.add_argument("--out", default=None, help="also copy the checkpoint to this file")
@@ -265,12 +269,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .prepare import ensure_base_model, validate
 
     if args.source is not None:
-        if args.method != "dcff" or args.config is not None:
-            raise UsageError("--from: only with --method dcff, and instead of a config")
-        return _train_dcff(*_front_member(args))
+        if args.method == "base" or args.config is not None:
+            raise UsageError("--from: only with a training mode (--method "
+                             f"{'|'.join(list_modes())}), and instead of a config")
+        return _train_mode(*_front_member(args))
     cfg = load_config(args.config, args.overrides)
-    if args.method == "dcff":
-        return _train_dcff(cfg, args)
+    if args.method != "base":
+        return _train_mode(cfg, args)
     if cfg.model.checkpoint is not None:
         raise UsageError("model.checkpoint: train builds a base model; unset the checkpoint")
     inputs = validate(cfg)
@@ -304,22 +309,21 @@ def _front_member(args: argparse.Namespace) -> tuple[Config, argparse.Namespace,
     return cfg, args, Plan.from_dict(record["result"]["plan"])
 
 
-def _train_dcff(cfg: Config, args: argparse.Namespace, plan: Any = None) -> int:
-    from pruning import CostModel
-
-    from .dcff_mode import plan_rates, run_dcff
+def _train_mode(cfg: Config, args: argparse.Namespace, plan: Any = None) -> int:
     from .prepare import ensure_base_model, validate
     from .tracking import Tracker, check_tracking
+    from .training_mode import get_mode, run_mode
 
+    mode = get_mode(args.method)
     inputs = validate(cfg)
     if plan is None:
-        plan_rates(cfg, inputs.model, inputs.group_map,
-                   CostModel(inputs.model, inputs.group_map, inputs.example_input))
+        mode.check(cfg, inputs)
     uri = _tracking_uri(args.tracking_uri, cfg.tracking.uri)
     check_tracking(uri)  # every check before anything is written or trained
-    if cfg.dcff.init == "base":
+    if mode.init(cfg) == "base":
         ensure_base_model(inputs)
-    result = run_dcff(cfg, inputs, Tracker(uri, cfg.tracking.experiment), plan=plan)
+    result = run_mode(args.method, cfg, inputs, Tracker(uri, cfg.tracking.experiment),
+                      plan=plan)
     if args.out:
         shutil.copyfile(result["path"], args.out)
         print(f"copied to {args.out}")

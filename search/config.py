@@ -218,9 +218,19 @@ class FinalConfig(_Section):
     top_k: int = Field(3, ge=0, description="front members fine-tuned and tested at the end")
     epochs: int = Field(5, ge=0, description="epochs of the final fine-tune")
     lr: float = Field(0.01, gt=0, description="final fine-tune learning rate")
-    method: Literal["finetune", "dcff"] = Field(
-        "finetune", description="how the top-k are finished: a fine-tune, or DCFF's filter "
-        "fusion (options from the dcff section)")
+    method: str = Field(
+        "finetune", description="how the top-k are finished: a fine-tune, or a training "
+        "mode (dcff: filter fusion of the member's plan; cdp: sparse training to the "
+        "member's FLOPs; options from that mode's section)")
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, method: str) -> str:
+        from .training_mode import list_modes  # it imports this module
+
+        if method not in ("finetune", *list_modes()):
+            raise ValueError(f"must be finetune or one of {list_modes()}, got {method!r}")
+        return method
 
 
 class DcffConfig(_Section):
@@ -251,6 +261,35 @@ class DcffConfig(_Section):
         if bad:
             raise ValueError(f"every rate must be in [0, 1), got {bad[0]}")
         return rates
+
+
+class CdpConfig(_Section):
+    """`blendprune train --method cdp` (seed-methods.md §2)."""
+
+    epochs: int = Field(10, ge=1, description="training epochs (the public code: 160)")
+    lr: float = Field(0.01, gt=0, description="peak SGD learning rate (cosine to zero)")
+    init: Literal["base", "scratch"] = Field(
+        "base", description="start from the trained base model, or from scratch (BN scale "
+        "0.5, as the public code)")
+    target_flops_ratio: float = Field(0.5, gt=0, le=1, description="FLOPs kept at the end "
+                                      "(ours: the published method has no target)")
+    sparse_fraction: float = Field(0.5, gt=0, le=1, description="share of the training in "
+                                   "which filters die; the rest fine-tunes the survivors")
+    delta: float = Field(0.01, ge=0, description="DTC's base threshold on skeleton entries")
+    prop: float | None = Field(None, gt=0, description="initial L1 strength on the "
+                               "skeletons, adapted towards the FLOPs target (default: one "
+                               "that alone moves a skeleton entry by 0.01 over the sparse "
+                               "phase at the peak lr; the public code's is 5e-6)")
+    gain: float = Field(1.2, gt=1, description="factor the L1 strength moves by when the "
+                        "live FLOPs are off the schedule")
+    adapt_every: int = Field(5, ge=1, description="steps between L1 strength updates")
+    var: float = Field(0.0, ge=0, description="weight of the filters' texture similarity "
+                       "to the layer mean")
+    var2: float = Field(0.0, ge=0, description="weight of the skeletons' texture similarity "
+                        "to the layer mean")
+    r_prop: Literal["code", "intended"] = Field(
+        "code", description="the L1 term as the public code computes it (2 prop |S|_1), or "
+        "weighted by the skeleton similarity's change between steps")
 
 
 class TrackingConfig(_Section):
@@ -288,6 +327,7 @@ class Config(_Section):
     search: SearchConfig = SearchConfig()
     final: FinalConfig = FinalConfig()
     dcff: DcffConfig = DcffConfig()
+    cdp: CdpConfig = CdpConfig()
     tracking: TrackingConfig = TrackingConfig()
     ray: RayConfig = RayConfig()
     output_dir: str = Field("runs", description="where run folders (checkpoints, models) go")

@@ -1,24 +1,18 @@
-"""`blendprune train --method dcff`: train a plan's compact network by DCFF, tracked.
+"""`blendprune train --method dcff`: train a plan's compact network by DCFF.
 
 The plan's per-group rates come from `dcff.rates`, a published preset, or the one
 uniform rate that meets `dcff.target_flops_ratio`; its initial kept channels are the
-base model's top L1 filters (DCFF re-chooses them every epoch). Training checkpoints
-every epoch in a folder named after the config, so the same command after a kill resumes
-from its last epoch, in the same MLflow run.
+base model's top L1 filters (DCFF re-chooses them every epoch). From a search, the front
+member's plan is the start. `search.training_mode` runs it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 from pruning import (
     DCFF,
@@ -26,19 +20,15 @@ from pruning import (
     GroupMap,
     Plan,
     compute_scores,
-    count_cost,
     create_model,
-    evaluate,
     keep_count,
-    save_pruned,
-    train,
 )
 
 from .config import Config, ConfigError
 from .prepare import Inputs
-from .tracking import ROLE, Tracker
+from .training_mode import Mode, Session
 
-__all__ = ["PRESETS", "group_order", "plan_rates", "run_dcff"]
+__all__ = ["MODE", "PRESETS", "group_order", "plan_rates"]
 
 # The DCFF paper's published CIFAR-10 rates (github.com/lmbxmu/DCFF README): VGG-16's
 # thirteen convs; ResNet-56's 27 block-internal convs. A preset maps the conv channel
@@ -113,16 +103,8 @@ def _initial_plan(inputs: Inputs, rates: dict[str, float]) -> Plan:
                                  [:keep_count(g.size, rates[g.name])]) for g in gm})
 
 
-def folder_for(cfg: Config, plan: Plan) -> Path:
-    payload = {"config": cfg.to_dict(), "plan": plan.to_dict()}
-    key = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
-    return Path(cfg.output_dir) / f"{cfg.name}-dcff-{key}"
-
-
-def run_dcff(cfg: Config, inputs: Inputs, tracker: Tracker, log: Callable[[str], None] = print,
-             plan: Plan | None = None) -> dict[str, Any]:
-    """Train, track and export; returns the final metrics. `plan`: a search's front
-    member to train (its counts, its kept channels to start from)."""
+def build(cfg: Config, inputs: Inputs, plan: Plan | None, epochs: int, lr: float,
+          steps_per_epoch: int) -> Session:
     d = cfg.dcff
     cost = CostModel(inputs.model, inputs.group_map, inputs.example_input)
     if plan is None:
@@ -132,61 +114,22 @@ def run_dcff(cfg: Config, inputs: Inputs, tracker: Tracker, log: Callable[[str],
         torch.manual_seed(cfg.base_training.seed)
         base = create_model(cfg.model.arch, inputs.data.num_classes, inputs.data.in_channels)
         base.eval()
-    dcff = DCFF(base, inputs.group_map, plan, d.epochs, distance=d.distance,
+    dcff = DCFF(base, inputs.group_map, plan, epochs, distance=d.distance,
                 score_update=d.score_update, t_start=d.t_start, t_end=d.t_end)
-    folder = folder_for(cfg, plan)
-    folder.mkdir(parents=True, exist_ok=True)
-    state_path = folder / "state.json"
-    state = json.loads(state_path.read_text()) if state_path.exists() else {}
-    if "run_id" in state and tracker.has_run(state["run_id"]):
-        tracker.attach(state["run_id"])
-        log(f"dcff: resuming {folder} (MLflow run {state['run_id']})")
-    else:
-        (folder / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        tracker.start(f"{cfg.name}-dcff", cfg.flat(), (folder / "config.yaml").read_text(),
-                      tags={ROLE: "train", "blendprune.method": "dcff"})
-        state_path.write_text(json.dumps({"run_id": tracker.parent_id}))
     flops_ratio = cost.predict(plan)[0] / cost.base_flops
-    log(f"dcff: {len(dcff.groups)} fused channel groups, FLOPs ratio {flops_ratio:.3f}, "
-        f"{d.epochs} epochs from {d.init}")
-    loader = inputs.loader(inputs.train, train=True, batch_size=cfg.base_training.batch_size,
-                           seed=cfg.base_training.seed)
-    holdout = inputs.loader(inputs.holdout)
-    start = time.perf_counter()
+    return Session(
+        dcff.model, dcff, epochs, lr,
+        f"{len(dcff.groups)} fused channel groups, FLOPs ratio {flops_ratio:.3f}, "
+        f"from {d.init}",
+        lambda epoch: {"temperature": dcff.temperature(epoch - 1),
+                       "kept_changed": float(sum(dcff.churn.values()))},
+        lambda: (dcff.to_compact(), dcff.kept_plan()),
+        {"plan": plan.to_dict()})
 
-    def before_epoch(epoch: int) -> None:
-        dcff.begin_epoch(epoch)
-        tracker.metrics({"temperature": dcff.temperature(epoch),
-                         "kept_changed": float(sum(dcff.churn.values()))}, step=epoch)
 
-    def on_epoch(epoch: int, loss: float) -> None:
-        model = dcff.model
-        acc = evaluate(model, holdout)["accuracy"]
-        model.train()  # evaluate left it in eval mode; the next epoch trains
-        tracker.metrics({"loss": loss, "holdout_accuracy": acc}, step=epoch)
-        log(f"  epoch {epoch}/{d.epochs}  loss {loss:.3f}  holdout {acc:.4f}  "
-            f"T {dcff.temperature(epoch - 1):.3g}  kept changed "
-            f"{sum(dcff.churn.values())}  {time.perf_counter() - start:.0f}s")
+def check(cfg: Config, inputs: Inputs) -> None:
+    plan_rates(cfg, inputs.model, inputs.group_map,
+               CostModel(inputs.model, inputs.group_map, inputs.example_input))
 
-    train(dcff.model, loader, epochs=d.epochs, lr=d.lr, before_epoch=before_epoch,
-          on_epoch=on_epoch, checkpoint=folder / "train.pt")
-    compact = dcff.to_compact().eval()
-    kept = dcff.kept_plan()
-    flops, params = count_cost(compact, inputs.example_input)
-    base_flops, base_params = count_cost(inputs.model, inputs.example_input)
-    result = {"test_accuracy": inputs.test_accuracy(compact),
-              "flops_ratio": flops / base_flops, "params_ratio": params / base_params,
-              "flops": flops, "params": params}
-    path = folder / "model.pt"
-    save_pruned(compact, path, arch=cfg.model.arch, plan=kept,
-                num_classes=inputs.data.num_classes,
-                input_shape=tuple(inputs.example_input.shape),
-                extra={"method": "dcff", **result, "mean": inputs.mean.tolist(),
-                       "std": inputs.std.tolist()})
-    tracker.metrics(result)
-    tracker.artifacts({"dcff": path})
-    tracker.finish()
-    log(f"dcff: test accuracy {result['test_accuracy']:.4f}  FLOPs ratio "
-        f"{result['flops_ratio']:.3f}  params ratio {result['params_ratio']:.3f}\n"
-        f"model: {path}")
-    return {**result, "path": str(path)}
+
+MODE = Mode(build, check, lambda cfg: cfg.dcff.init, lambda cfg: (cfg.dcff.epochs, cfg.dcff.lr))

@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pruning import DCFF, Distill, Plan, adaptive_bn, apply_plan, save_pruned, train
+from pruning import Distill, Plan, adaptive_bn, apply_plan, count_cost, save_pruned, train
 
 from .config import Config
 from .prepare import Prepared
 from .rundir import RunDir
 from .tracking import Tracker
+from .training_mode import get_mode
 
 __all__ = ["final_stage"]
 
@@ -27,20 +28,20 @@ def final_stage(cfg: Config, prepared: Prepared, run: RunDir, tracker: Tracker,
         return []
     picks = sorted(rows, key=lambda r: -r["accuracy"])[: cfg.final.top_k]
     records = {r["index"]: r for r in run.records()}
+    base_flops = count_cost(ws.model, ws.example_input)[0]
     out = []
     for rank, row in enumerate(picks):
         plan = Plan.from_dict(records[row["index"]]["result"]["plan"])
         loader = ws.loader(ws.train, train=True, batch_size=cfg.evaluation.batch_size,
                            seed=cfg.search.seed + rank)
         distill = Distill(ws.model, cfg.evaluation.distill) if cfg.evaluation.distill else None
-        if cfg.final.method == "dcff" and cfg.final.epochs:
-            d = cfg.dcff
-            dcff = DCFF(ws.model, ws.group_map, plan, cfg.final.epochs, distance=d.distance,
-                        score_update=d.score_update, t_start=d.t_start, t_end=d.t_end)
-            train(dcff.model, loader, epochs=cfg.final.epochs, lr=cfg.final.lr,
-                  warmup_epochs=0.0, label_smoothing=0.0, distill=distill,
-                  before_epoch=dcff.begin_epoch)
-            model, plan = dcff.to_compact().eval(), dcff.kept_plan()
+        if cfg.final.method != "finetune" and cfg.final.epochs:
+            s = get_mode(cfg.final.method).build(cfg, ws, plan, cfg.final.epochs,
+                                                 cfg.final.lr, len(loader))
+            train(s.model, loader, epochs=s.epochs, lr=s.lr, warmup_epochs=0.0,
+                  label_smoothing=0.0, distill=distill, hooks=s.hooks)
+            model, plan = s.compact()
+            model.eval()
         else:
             model = apply_plan(ws.model, ws.group_map, plan, keep=cfg.genome.keep)
             # As the candidate was scored: BatchNorm statistics re-estimated first, so a
@@ -60,17 +61,19 @@ def final_stage(cfg: Config, prepared: Prepared, run: RunDir, tracker: Tracker,
                     extra={"index": row["index"], "test_accuracy": test_acc,
                            "mean": ws.mean.tolist(), "std": ws.std.tolist()})
         (folder / "README.md").write_text(_LOAD_NOTE.format(rank=rank))
+        # counted on the model: a training mode (cdp) may end on other channels
+        flops, params = count_cost(model, ws.example_input)
         result = {"rank": rank, "index": row["index"], "holdout_accuracy": row["accuracy"],
-                  "test_accuracy": test_acc, "flops": row["flops"],
-                  "flops_ratio": row["flops_ratio"], "params": row["params"]}
+                  "test_accuracy": test_acc, "flops": flops,
+                  "flops_ratio": flops / base_flops, "params": params}
         (folder / "metrics.json").write_text(json.dumps(result, indent=1))
         tracker.artifacts({f"final/{rank}": folder / "model.pt"})
         tracker.artifacts({f"final/{rank}": folder / "README.md"})
         tracker.metrics({f"final_{rank}_test_accuracy": test_acc,
-                         f"final_{rank}_flops_ratio": row["flops_ratio"]})
+                         f"final_{rank}_flops_ratio": result["flops_ratio"]})
         print(f"final {rank}: candidate {row['index']}  holdout {row['accuracy']:.4f}  "
               f"test {test_acc:.4f} after {cfg.final.epochs} epochs of {cfg.final.method}  "
-              f"FLOPs ratio {row['flops_ratio']:.3f}", flush=True)
+              f"FLOPs ratio {result['flops_ratio']:.3f}", flush=True)
         out.append(result)
     tracker.metrics({"base_test_accuracy": ws.test_accuracy(ws.model)})
     tracker.log_dict({"final": out}, "final/summary.json")

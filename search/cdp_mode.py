@@ -1,0 +1,57 @@
+"""`blendprune train --method cdp`: CDP/DTC sparse training to a FLOPs target.
+
+The target is `cdp.target_flops_ratio`, or, from a search, the front member's FLOPs
+ratio (CDP then finds its own channels at that cost). `search.training_mode` runs it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pruning import CDP, CostModel, Plan, create_model
+
+from .config import Config
+from .prepare import Inputs
+from .training_mode import Mode, Session
+
+__all__ = ["MODE"]
+
+
+def build(cfg: Config, inputs: Inputs, plan: Plan | None, epochs: int, lr: float,
+          steps_per_epoch: int) -> Session:
+    c = cfg.cdp
+    cost = CostModel(inputs.model, inputs.group_map, inputs.example_input)
+    target = c.target_flops_ratio
+    if plan is not None:
+        target = cost.predict(plan)[0] / cost.base_flops
+    base = inputs.model
+    if c.init == "scratch":
+        torch.manual_seed(cfg.base_training.seed)
+        base = create_model(cfg.model.arch, inputs.data.num_classes, inputs.data.in_channels)
+        for m in base.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None:
+                nn.init.constant_(m.weight, 0.5)
+        base.eval()
+    sparse = max(1, round(c.sparse_fraction * epochs * steps_per_epoch))
+    # SGD with momentum 0.9 moves a parameter lr / (1 - 0.9) per unit of steady gradient
+    # and the L1 term's gradient is 2 prop: alone, this prop would take a skeleton entry
+    # from 1 to 0.99 over the sparse phase, so the loss's gradient decides which fall
+    prop = c.prop if c.prop is not None else 0.01 * (1 - 0.9) / (2 * lr * sparse)
+    cdp = CDP(base, inputs.group_map, cost, target_flops_ratio=target, sparse_steps=sparse,
+              delta=c.delta, prop=prop, var=c.var, var2=c.var2, r_prop=c.r_prop,
+              gain=c.gain, adapt_every=c.adapt_every)
+    return Session(
+        cdp.model, cdp, epochs, lr,
+        f"{len(cdp.convs)} skeleton convs in {len(cdp.groups)} channel groups, FLOPs target "
+        f"{target:.3f}, from {c.init}",
+        lambda epoch: cdp.metrics(),
+        lambda: (cdp.to_compact(), cdp.kept_plan()),
+        {"target_flops_ratio": target})
+
+
+def check(cfg: Config, inputs: Inputs) -> None:
+    """Nothing beyond the config's own bounds."""
+
+
+MODE = Mode(build, check, lambda cfg: cfg.cdp.init, lambda cfg: (cfg.cdp.epochs, cfg.cdp.lr))
