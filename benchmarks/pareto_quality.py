@@ -368,7 +368,7 @@ def _spearman(pairs: list[tuple[float, float]]) -> float | None:
     return rho if np.isfinite(rho) else None
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", choices=["fashion-mnist", "cifar10"], default="fashion-mnist")
     p.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
@@ -384,6 +384,21 @@ def main() -> None:
     p.add_argument("--final-steps", type=int, default=800)
     p.add_argument("--final-seeds", type=int, default=2)
     p.add_argument("--jobs", type=int, default=2)
+    return p
+
+
+def searched_plan(dataset: str, seed: int, target: float, method: str = DEFAULT
+                  ) -> dict[str, list[int]] | None:
+    """The plan search `method`/`seed` of the default setting picked at `target` (best
+    holdout accuracy with FLOPs in [target - WIDTH, target]), if that search is done."""
+    store = Store(parser().parse_args(["--dataset", dataset]))
+    found = store.data["searches"].get(f"{method}/{seed}")
+    rec = pick_at(found["records"], target, WIDTH) if found else None
+    return rec["plan"] if rec else None
+
+
+def main() -> None:
+    p = parser()
     args = p.parse_args()
     args.targets = sorted(set(args.targets))
     if len(args.targets) < 2:

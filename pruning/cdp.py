@@ -113,13 +113,14 @@ class _Group:
 class CDP(TrainHooks):
     """Trains `base` (a copy) under the CDP penalty and DTC masks to a FLOPs target.
 
-    Train `cdp.model` with `train(..., hooks=cdp)`, then `to_compact()`. Groups with a
-    producer that is not a conv (a Linear) stay whole.
+    Train `cdp.model` with `train(..., hooks=cdp)` at peak learning rate `lr`, then
+    `to_compact()`. Groups with a producer that is not a conv (a Linear) stay whole.
     """
 
     def __init__(self, base: nn.Module, group_map: GroupMap, cost: CostModel, *,
-                 target_flops_ratio: float, sparse_steps: int, delta: float = 0.01,
-                 prop: float = 5e-6, var: float = 0.0, var2: float = 0.0,
+                 target_flops_ratio: float, sparse_steps: int, lr: float,
+                 delta: float = 0.01, prop: float | None = None, var: float = 0.0,
+                 var2: float = 0.0,
                  r_prop: str = "code", gain: float = 1.1, adapt_every: int = 10) -> None:
         if not 0 < target_flops_ratio <= 1:
             raise ValueError(f"cdp.target_flops_ratio: must be in (0, 1], got "
@@ -132,6 +133,11 @@ class CDP(TrainHooks):
         self.target, self.sparse_steps = target_flops_ratio, max(1, sparse_steps)
         self.delta, self.var, self.var2, self.r_prop = delta, var, var2, r_prop
         self.gain, self.adapt_every = gain, max(1, adapt_every)
+        if prop is None:
+            # SGD with momentum 0.9 moves a parameter lr / (1 - 0.9) per unit of steady
+            # gradient and the L1 term's gradient is 2 prop: alone, this prop would move a
+            # skeleton entry by 0.01 over the sparse phase, so the loss decides which fall
+            prop = 0.01 * (1 - 0.9) / (2 * lr * self.sparse_steps)
         self.prop = prop
         self.prop_range = (prop / PROP_SPAN, prop * PROP_SPAN)
         self.frozen = False

@@ -13,14 +13,14 @@ each layer, then one global threshold decides every layer's ratio.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from .plan import Plan
+from .plan import Plan, keep_count
 
-__all__ = ["Targets", "global_profile", "lamp_scores", "repair"]
+__all__ = ["Targets", "global_profile", "lamp_scores", "repair", "top_plan", "uniform_plan"]
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,22 @@ def repair(values: np.ndarray, top: float, plan_of: Callable[[np.ndarray], Plan]
         else:
             b = k
     return best
+
+
+def top_plan(scores: Mapping[str, np.ndarray], rates: Mapping[str, float]) -> Plan:
+    """Each group's highest-scoring channels, pruned at its rate."""
+    return Plan({g: np.sort(np.argsort(-s, kind="stable")[:keep_count(len(s), rates[g])])
+                 for g, s in scores.items()})
+
+
+def uniform_plan(scores: Mapping[str, np.ndarray], flops_ratio: Callable[[Plan], float],
+                 target: float, top: float = 0.95) -> Plan:
+    """One pruning rate for every group, the smallest that meets `target` (then, as
+    `repair` does, a channel more in some groups while it still fits); the highest-scoring
+    channels kept. Above `target` when even rate `top` is."""
+    names = list(scores)
+    return repair(np.zeros(len(names)), top,
+                  lambda v: top_plan(scores, dict(zip(names, v.tolist()))), flops_ratio, target)
 
 
 def lamp_scores(scores: np.ndarray) -> np.ndarray:

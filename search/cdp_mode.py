@@ -33,13 +33,9 @@ def build(cfg: Config, inputs: Inputs, plan: Plan | None, epochs: int, lr: float
             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None:
                 nn.init.constant_(m.weight, 0.5)
         base.eval()
-    sparse = max(1, round(c.sparse_fraction * epochs * steps_per_epoch))
-    # SGD with momentum 0.9 moves a parameter lr / (1 - 0.9) per unit of steady gradient
-    # and the L1 term's gradient is 2 prop: alone, this prop would take a skeleton entry
-    # from 1 to 0.99 over the sparse phase, so the loss's gradient decides which fall
-    prop = c.prop if c.prop is not None else 0.01 * (1 - 0.9) / (2 * lr * sparse)
-    cdp = CDP(base, inputs.group_map, cost, target_flops_ratio=target, sparse_steps=sparse,
-              delta=c.delta, prop=prop, var=c.var, var2=c.var2, r_prop=c.r_prop,
+    cdp = CDP(base, inputs.group_map, cost, target_flops_ratio=target,
+              sparse_steps=round(c.sparse_fraction * epochs * steps_per_epoch), lr=lr,
+              delta=c.delta, prop=c.prop, var=c.var, var2=c.var2, r_prop=c.r_prop,
               gain=c.gain, adapt_every=c.adapt_every)
     return Session(
         cdp.model, cdp, epochs, lr,

@@ -11,24 +11,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import torch
 
-from pruning import (
-    DCFF,
-    CostModel,
-    GroupMap,
-    Plan,
-    compute_scores,
-    create_model,
-    keep_count,
-)
+from pruning import DCFF, CostModel, GroupMap, Plan, compute_scores, create_model
+from pruning.targets import top_plan, uniform_plan
 
 from .config import Config, ConfigError
 from .prepare import Inputs
 from .training_mode import Mode, Session
 
-__all__ = ["MODE", "PRESETS", "group_order", "plan_rates"]
+__all__ = ["MODE", "PRESETS", "group_order", "initial_plan", "plan_rates"]
 
 # The DCFF paper's published CIFAR-10 rates (github.com/lmbxmu/DCFF README): VGG-16's
 # thirteen convs; ResNet-56's 27 block-internal convs. A preset maps the conv channel
@@ -65,9 +57,8 @@ def group_order(model: Any, group_map: GroupMap) -> list[str]:
                   key=lambda g: min(position[p] for p in group_map[g].producers))
 
 
-def plan_rates(cfg: Config, model: torch.nn.Module, gm: GroupMap, cost: CostModel
-               ) -> dict[str, float]:
-    """Rate per channel group: `dcff.rates`, a preset, or the uniform target rate."""
+def plan_rates(cfg: Config, model: torch.nn.Module, gm: GroupMap) -> dict[str, float] | None:
+    """Rate per channel group from `dcff.rates` or a preset; None: the uniform target."""
     d = cfg.dcff
     order = group_order(model, gm)
     if d.rates is not None:
@@ -80,27 +71,28 @@ def plan_rates(cfg: Config, model: torch.nn.Module, gm: GroupMap, cost: CostMode
         convs = [g for g in order
                  if all(isinstance(modules[p], torch.nn.Conv2d) for p in gm[g].producers)]
         return {**dict.fromkeys(order, 0.0), **PRESETS[d.preset](convs)}
-    lo, hi = 0.0, 0.95
+    return None
 
-    def ratio(r: float) -> float:
-        plan = Plan({g.name: np.arange(keep_count(g.size, r)) for g in gm})
+
+def initial_plan(cfg: Config, inputs: Inputs, cost: CostModel) -> Plan:
+    """The rates' counts (or the uniform rate meeting `dcff.target_flops_ratio`), kept
+    channels the base model's top L1 filters."""
+    gm = inputs.group_map
+    rates = plan_rates(cfg, inputs.model, gm)
+    table = compute_scores(inputs.model, gm, ["l1"])
+    scores = {g.name: table.scores[g.name]["l1"] for g in gm}
+    if rates is not None:
+        return top_plan(scores, rates)
+    target = cfg.dcff.target_flops_ratio
+
+    def ratio(plan: Plan) -> float:
         return cost.predict(plan)[0] / cost.base_flops
 
-    if ratio(hi) > d.target_flops_ratio:
-        raise ConfigError(f"dcff.target_flops_ratio: {d.target_flops_ratio} is below the "
-                          f"smallest reachable at one rate, {ratio(hi):.3f}")
-    for _ in range(30):  # the smallest uniform rate whose plan meets the target
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if ratio(mid) > d.target_flops_ratio else (lo, mid)
-    return dict.fromkeys(order, hi)
-
-
-def _initial_plan(inputs: Inputs, rates: dict[str, float]) -> Plan:
-    """The rates' counts, kept channels the base model's top L1 filters."""
-    gm = inputs.group_map
-    table = compute_scores(inputs.model, gm, ["l1"])
-    return Plan({g.name: np.sort(np.argsort(-table.scores[g.name]["l1"], kind="stable")
-                                 [:keep_count(g.size, rates[g.name])]) for g in gm})
+    plan = uniform_plan(scores, ratio, target)
+    if ratio(plan) > target:
+        raise ConfigError(f"dcff.target_flops_ratio: {target} is below the smallest "
+                          f"reachable at one rate, {ratio(plan):.3f}")
+    return plan
 
 
 def build(cfg: Config, inputs: Inputs, plan: Plan | None, epochs: int, lr: float,
@@ -108,7 +100,7 @@ def build(cfg: Config, inputs: Inputs, plan: Plan | None, epochs: int, lr: float
     d = cfg.dcff
     cost = CostModel(inputs.model, inputs.group_map, inputs.example_input)
     if plan is None:
-        plan = _initial_plan(inputs, plan_rates(cfg, inputs.model, inputs.group_map, cost))
+        plan = initial_plan(cfg, inputs, cost)
     base = inputs.model
     if d.init == "scratch":
         torch.manual_seed(cfg.base_training.seed)
@@ -128,8 +120,7 @@ def build(cfg: Config, inputs: Inputs, plan: Plan | None, epochs: int, lr: float
 
 
 def check(cfg: Config, inputs: Inputs) -> None:
-    plan_rates(cfg, inputs.model, inputs.group_map,
-               CostModel(inputs.model, inputs.group_map, inputs.example_input))
+    initial_plan(cfg, inputs, CostModel(inputs.model, inputs.group_map, inputs.example_input))
 
 
 MODE = Mode(build, check, lambda cfg: cfg.dcff.init, lambda cfg: (cfg.dcff.epochs, cfg.dcff.lr))

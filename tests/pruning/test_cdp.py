@@ -19,7 +19,7 @@ def _setup(arch, target=0.5, sparse_steps=6, **kw):
     x = torch.randn(4, 3, 16, 16)
     gm = GroupMap(base, x[:2])
     cdp = CDP(base, gm, CostModel(base, gm, x[:2]), target_flops_ratio=target,
-              sparse_steps=sparse_steps, **kw)
+              sparse_steps=sparse_steps, lr=0.05, **kw)
     return base, cdp, x
 
 

@@ -97,7 +97,7 @@ def test_a_search_finishes_with_a_mode_and_a_front_member_trains_from_the_run(
 @pytest.mark.parametrize("preset, arch, pruned", [("vgg16", "vgg16", 13),
                                                   ("resnet56", "resnet56", 27)])
 def test_published_presets_map_onto_the_models_conv_groups(preset, arch, pruned):
-    from pruning import CostModel, GroupMap, create_model
+    from pruning import GroupMap, create_model
     from search.config import load_config
     from search.dcff_mode import plan_rates
 
@@ -105,5 +105,5 @@ def test_published_presets_map_onto_the_models_conv_groups(preset, arch, pruned)
     model = create_model(arch, 10, 3).eval()
     x = torch.randn(1, 3, 32, 32)
     gm = GroupMap(model, x)
-    rates = plan_rates(cfg, model, gm, CostModel(model, gm, x))
+    rates = plan_rates(cfg, model, gm)
     assert sorted(rates) == sorted(gm.names) and sum(r > 0 for r in rates.values()) == pruned

@@ -1,0 +1,150 @@
+"""The seed methods as training modes against plain fine-tuning at the same FLOPs and
+compute, on the committed ResNet-20 bases.
+
+Every method trains `--epochs` epochs with the same schedule (SGD, cosine from `--lr`,
+batch 128, the base recipe's augmentation) on the training split minus the benchmarks'
+holdout, and is scored once on the test split:
+
+  dcff       the uniform L1 plan at `--flops`, its filters fused from the base model's
+             banks with DCFF's temperature schedule
+  cdp        CDP/DTC sparse training from the base model down to `--flops` (its own plan)
+  finetune   the uniform L1 plan: apply_plan, adaptive BN, then the same training
+  searched   the plan blendprune's search (benchmarks/pareto_quality.py, same seed)
+             picked at `--flops`: apply_plan, adaptive BN, the same training; skipped
+             until that search is in the cache
+  scratch    the uniform plan's compact architecture, freshly initialised
+
+Each (method, seed) is kept in the cache as it finishes, so a stopped run resumes.
+
+    python -m benchmarks.seed_methods --dataset fashion-mnist --epochs 5 --seeds 0 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks._common import CACHE, DEFAULT_DATA_ROOT, write_result
+from benchmarks.base_models import HOLDOUT, base_model, load, test_accuracy
+from benchmarks.pareto_quality import searched_plan
+from pruning import (
+    CDP,
+    DCFF,
+    CostModel,
+    GroupMap,
+    Plan,
+    TensorLoader,
+    TrainHooks,
+    adaptive_bn,
+    apply_plan,
+    compute_scores,
+    count_cost,
+    create_model,
+    holdout_split,
+    train,
+)
+from pruning.targets import uniform_plan
+
+METHODS = ("dcff", "cdp", "finetune", "searched", "scratch")
+
+
+def run(method: str, seed: int, args: argparse.Namespace) -> dict[str, Any] | None:
+    data = load(args.dataset, args.data_root)
+    tr, _ = holdout_split(data, HOLDOUT, seed=0)
+    mean, std = data.mean_std()
+    base = base_model(args.dataset, data)
+    x = tr.x[:1].float()
+    gm = GroupMap(base, x)
+    cost = CostModel(base, gm, x)
+    table = compute_scores(base, gm, ["l1"])
+    plan = uniform_plan({g.name: table.scores[g.name]["l1"] for g in gm},
+                        lambda p: cost.predict(p)[0] / cost.base_flops, args.flops)
+    torch.manual_seed(seed)
+    loader = TensorLoader(*tr, batch_size=128, mean=mean, std=std, augment=True,
+                          pad=data.pad, flip=data.flip, seed=seed)
+    bn = TensorLoader(*tr, batch_size=128, mean=mean, std=std, seed=seed)
+    hooks: TrainHooks | None = None
+    if method == "dcff":
+        dcff = DCFF(base, gm, plan, args.epochs)
+        model, hooks = dcff.model, dcff
+    elif method == "cdp":
+        cdp = CDP(base, gm, cost, target_flops_ratio=args.flops, lr=args.lr,
+                  sparse_steps=round(0.5 * args.epochs * len(loader)))
+        model, hooks = cdp.model, cdp
+    elif method in ("finetune", "searched"):
+        if method == "searched":
+            found = searched_plan(args.dataset, seed, args.flops)
+            if found is None:
+                print(f"searched/{seed}: no finished search in the pareto_quality cache; "
+                      "skipped", flush=True)
+                return None
+            plan = Plan.from_dict(found)
+        model = apply_plan(base, gm, plan)
+        adaptive_bn(model, bn.batches(20))
+    else:
+        fresh = create_model("resnet20", data.num_classes, data.in_channels)
+        model = apply_plan(fresh, GroupMap(fresh, x), plan)
+    start = time.perf_counter()
+    train(model, loader, epochs=args.epochs, lr=args.lr, hooks=hooks)
+    seconds = time.perf_counter() - start
+    extra: dict[str, Any] = {}
+    if method == "dcff":
+        model = dcff.to_compact()
+    elif method == "cdp":
+        extra = {k: cdp.metrics()[k] for k in ("channels_dtc", "channels_cut", "prop")}
+        model = cdp.to_compact()
+    flops = count_cost(model, x)[0] / count_cost(base, x)[0]
+    return {"method": method, "seed": seed, "test_accuracy": test_accuracy(model.eval(), data),
+            "flops_ratio": flops, "train_seconds": seconds, **extra}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", choices=["fashion-mnist", "cifar10"], default="fashion-mnist")
+    p.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
+    p.add_argument("--flops", type=float, default=0.5, help="FLOPs kept")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    key = f"{args.dataset}-{args.flops}-{args.epochs}-{args.lr}"
+    cache = CACHE / "bench" / f"seed_methods-{key}.json"
+    done: dict[str, Any] = json.loads(cache.read_text()) if cache.exists() else {}
+    for seed in args.seeds:
+        for method in args.methods:
+            name = f"{method}/{seed}"
+            if name not in done:
+                result = run(method, seed, args)
+                if result is None:
+                    continue
+                done[name] = result
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                cache.write_text(json.dumps(done))
+            r = done[name]
+            print(f"{name:14s} test {r['test_accuracy']:.4f}  FLOPs {r['flops_ratio']:.3f}  "
+                  f"{r['train_seconds']:.0f} s", flush=True)
+    summary = {}
+    for m in args.methods:
+        runs = [done[f"{m}/{s}"] for s in args.seeds if f"{m}/{s}" in done]
+        if runs:
+            accs = [r["test_accuracy"] for r in runs]
+            summary[m] = {"median": statistics.median(accs), "runs": accs,
+                          "flops_ratio": statistics.median(r["flops_ratio"] for r in runs),
+                          "train_seconds": statistics.median(r["train_seconds"] for r in runs)}
+    write_result(f"seed_methods_{args.dataset}", {
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "summary": summary, "runs": {k: v for k, v in done.items()
+                                     if k.split("/")[0] in summary}})
+    print(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()
