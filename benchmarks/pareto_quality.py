@@ -15,6 +15,9 @@ and recorded with its BN-only accuracy and its wall time. Methods:
                  budget by screening each cluster's uniform plan at the middle target
   random, optuna-nsga2, optuna-tpe   the same genome and repair, unseeded
   single         each criterion at uniform ratios at each target (a baseline, no search)
+  dcff, cdp      the training modes at each target instead of a pick's final fine-tune,
+                 as long (whole epochs nearest `--final-steps`): DCFF on the uniform L1
+                 plan, CDP from the base model down to the target (`--modes`)
 
 Every search gets the same number of candidates per search seed, duplicates of an
 evaluated plan skipped as in the product. At each target, the best holdout candidate of
@@ -50,6 +53,9 @@ from benchmarks._common import CACHE, DEFAULT_DATA_ROOT, RESULTS, candidate_sett
 from benchmarks.base_models import HOLDOUT, base_model, load, test_accuracy
 from benchmarks.matched import attainment, interval, paired, pick_at
 from pruning import (
+    CDP,
+    DCFF,
+    CostModel,
     Evaluator,
     Fidelity,
     GenomeLayout,
@@ -62,7 +68,9 @@ from pruning import (
     compute_scores,
     finetune,
     holdout_split,
+    train,
 )
+from pruning.targets import uniform_plan
 from search.pareto import Objectives, non_dominated
 from search.strategy import Problem, create_strategy
 
@@ -252,6 +260,35 @@ def run_final(job: tuple[str, dict[str, list[int]], int]) -> tuple[str, float]:
     return key, final_accuracy(b, plan, seed, b.args.final_steps)
 
 
+MODES = ("dcff", "cdp")
+
+
+def run_mode(job: tuple[str, str, float, int]) -> tuple[str, float, float]:
+    """Training mode `mode` at FLOPs target t with one seed, for as many whole epochs as
+    are nearest a final fine-tune's steps (same lr, no warm-up); its test accuracy and
+    training seconds."""
+    key, mode, t, seed = job
+    b = _bench()
+    torch.manual_seed(seed)
+    loader = TensorLoader(*b.tr, batch_size=128, mean=b.mean, std=b.std, augment=True,
+                          pad=b.data.pad, flip=b.data.flip, seed=seed)
+    epochs = max(1, round(b.args.final_steps / len(loader)))
+    cost = CostModel(b.model, b.gm, b.tr.x[:1].float())
+    method: DCFF | CDP
+    if mode == "dcff":
+        plan = uniform_plan({g.name: b.table.scores[g.name]["l1"] for g in b.gm},
+                            lambda p: cost.predict(p)[0] / cost.base_flops, t)
+        method = DCFF(b.model, b.gm, plan, epochs)
+    else:
+        method = CDP(b.model, b.gm, cost, target_flops_ratio=t, lr=0.02,
+                     sparse_steps=round(0.5 * epochs * len(loader)))
+    start = time.perf_counter()
+    train(method.model, loader, epochs=epochs, lr=0.02, warmup_epochs=0.0,
+          label_smoothing=0.0, hooks=method)
+    seconds = time.perf_counter() - start
+    return key, test_accuracy(method.to_compact().eval(), b.data), seconds
+
+
 class Store:
     """Finished searches and final fine-tunes of one setting, kept as they come in."""
 
@@ -304,13 +341,15 @@ def finetune_seeds(args: argparse.Namespace, key: str) -> list[int]:
 
 
 def summarize(args: argparse.Namespace, searches: dict[str, dict], singles: list[dict],
-              finals: dict[str, float], chosen: dict[str, dict], base_test: float
-              ) -> dict[str, Any]:
-    methods = [m for m in METHODS if m in args.methods] + ["single"]
+              finals: dict[str, float], chosen: dict[str, dict], base_test: float,
+              mode_seconds: dict[str, float]) -> dict[str, Any]:
+    searching = [m for m in METHODS if m in args.methods]
+    methods = [*searching, "single", *args.modes]
     f = args.final_seeds
 
     def test(m: str, t: float, s: int, fs: int) -> float | None:
-        return finals.get(f"{args.final_steps}:{m}/{0 if m == 'single' else s}/{t}/{fs}")
+        unseeded = m == "single" or m in MODES  # no search seed: keyed as seed 0
+        return finals.get(f"{args.final_steps}:{m}/{0 if unseeded else s}/{t}/{fs}")
 
     def tests(m: str, t: float) -> list[float]:
         return [a for s in args.seeds for i in range(f)
@@ -328,7 +367,7 @@ def summarize(args: argparse.Namespace, searches: dict[str, dict], singles: list
     lo, hi = min(args.targets), max(args.targets)
     every_single = [r for s in singles for r in s["records"]]
     hv = {m: statistics.median(attainment(s["records"], lo, hi) for s in searches.values()
-                               if s["method"] == m) for m in methods[:-1]
+                               if s["method"] == m) for m in searching
           if any(s["method"] == m for s in searches.values())}
     hv["single"] = attainment(every_single, lo, hi)
     seconds = {m: statistics.median(sum(r["seconds"] for r in [*s["records"],
@@ -336,8 +375,12 @@ def summarize(args: argparse.Namespace, searches: dict[str, dict], singles: list
                                     for s in searches.values() if s["method"] == m)
                for m in hv if m != "single"}
     seconds["single"] = sum(r["seconds"] for r in every_single)
+    for m in args.modes:  # a mode has no search: its training is all its compute
+        spent = [v for k, v in mode_seconds.items() if k.split(":")[1].startswith(f"{m}/")]
+        if spent:
+            seconds[m] = statistics.median(spent)
     counts = {m: statistics.median(len(s["records"]) for s in searches.values()
-                                   if s["method"] == m) for m in seconds if m != "single"}
+                                   if s["method"] == m) for m in hv if m != "single"}
     counts["single"] = len(every_single)
     cheap = {m: statistics.median(len(s.get("cheap", [])) for s in searches.values()
                                   if s["method"] == m)
@@ -374,6 +417,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--modes", nargs="*", default=list(MODES), choices=MODES,
+                   help="training modes at each target, with the first search seed's "
+                        "fine-tune seeds")
     p.add_argument("--targets", type=float, nargs="+", default=[0.25, 0.3, 0.4, 0.5])
     p.add_argument("--pool", nargs="+", default=["l1", "l2", "fpgm", "bn_gamma", "dcff_kl",
                                                   "texture", "taylor", "hrank", "apoz"])
@@ -429,8 +475,16 @@ def main() -> None:
                 if f"{args.final_steps}:{key}/{f}" not in store.data["finals"]]
         for key, acc in pool.imap_unordered(run_final, jobs):
             store.put("finals", key, acc)
+        modes = [(f"{args.final_steps}:{m}/0/{t}/{f}", m, t, f) for m in args.modes
+                 for t in args.targets for f in range(args.final_seeds)
+                 if f"{args.final_steps}:{m}/0/{t}/{f}" not in store.data["finals"]]
+        store.data.setdefault("mode_seconds", {})
+        for key, acc, seconds in pool.imap_unordered(run_mode, modes):
+            store.data["mode_seconds"][key] = seconds
+            store.put("finals", key, acc)
     finals = store.data["finals"]
-    summary = summarize(args, searches, singles, finals, chosen, base_test)
+    summary = summarize(args, searches, singles, finals, chosen, base_test,
+                        store.data.get("mode_seconds", {}))
     png = plot(args, searches, singles, summary)
     for s in [*searches.values(), *singles]:
         for r in s["records"]:
@@ -447,8 +501,9 @@ def main() -> None:
                                                  "hypervolume")}, indent=1))
 
 
-COLORS = {DEFAULT: "tab:red", "ratios-only": "tab:orange", "random": "tab:gray",
-          "optuna-nsga2": "tab:blue", "optuna-tpe": "tab:purple", "single": "k"}
+COLORS = {DEFAULT: "tab:red", "blendprune-halving": "tab:pink", "ratios-only": "tab:orange",
+          "random": "tab:gray", "optuna-nsga2": "tab:blue", "optuna-tpe": "tab:purple",
+          "single": "k", "dcff": "tab:green", "cdp": "tab:brown"}
 
 
 def plot(args: argparse.Namespace, searches: dict[str, dict], singles: list[dict],

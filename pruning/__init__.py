@@ -24,6 +24,7 @@ from .export import load_pruned, save_pruned
 from .folder import FolderLoader, FolderSplit, ImageFolderData
 from .fusion import fusion_matrix, kl_importance
 from .genome import Decoder, GenomeLayout
+from .lapp import LAPP
 from .loader import Loader, Split, TensorLoader, TensorSplit
 from .models import create_model, get_model, list_models, load_checkpoint, register_model
 from .plan import Plan, decode_plan, keep_count, ratio_slots
@@ -36,6 +37,7 @@ from .train import Distill, DivergedError, TrainHooks, adaptive_bn, evaluate, fi
 __all__ = [
     "CDP",
     "DCFF",
+    "LAPP",
     "DEFAULT_POOL",
     "Blender",
     "CandidateResult",

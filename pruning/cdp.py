@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,7 @@ from .cost import CostModel
 from .dcff import conv_args
 from .plan import Plan
 from .surgery import GroupMap, apply_plan
+from .targets import fewest_to_meet
 from .train import TrainHooks
 
 __all__ = ["CDP", "SkeletonConv2d", "dtc_thresholds", "texture_similarity"]
@@ -235,21 +237,13 @@ class CDP(TrainHooks):
               ) -> list[tuple[str, int]]:
         """The fewest of `candidates` (weakest first) whose death brings the FLOPs ratio to
         `goal` (all of them if even that does not)."""
-        order = sorted(candidates)
-
-        def ratio(k: int) -> float:
+        def ratio(removed: Sequence[tuple[str, int]]) -> float:
             dead = {n: d.copy() for n, d in self.dead.items()}
-            for _, g, c in order[:k]:
+            for g, c in removed:
                 dead[g][c] = True
             return self.flops_ratio(dead)
 
-        lo, hi = 0, len(order)
-        if ratio(hi) > goal:
-            return [(g, c) for _, g, c in order]
-        while lo < hi:  # the smallest k with ratio(k) <= goal
-            mid = (lo + hi) // 2
-            lo, hi = (mid + 1, hi) if ratio(mid) > goal else (lo, mid)
-        return [(g, c) for _, g, c in order[:hi]]
+        return fewest_to_meet(candidates, ratio, goal)
 
     @torch.no_grad()
     def _set_channels(self, g: _Group, channels: np.ndarray, rows: dict[str, torch.Tensor]

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -116,6 +118,39 @@ class CostModel:
         self._layers = tuple(layers)
         self._other_params = self.base_params - counted
 
+    def soft_flops(self, keep: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """FLOPs with channel counts as sums of per-channel keep weights (`keep[group]`,
+        in [0, 1]; groups absent keep all): differentiable in the weights, and equal to
+        `predict` for 0/1 weights (LAPP's FLOPs loss)."""
+        if not hasattr(self, "_channels"):
+            # (module, is-output-dim) -> {module channel: (group, group channel)}, as
+            # `GroupMap.removals` collects them (a channel reached twice counts once)
+            found: dict[tuple[str, bool], dict[int, tuple[str, int]]] = defaultdict(dict)
+            for g in self.group_map:
+                for op in g.ops:
+                    for i, r in zip(op.idxs.tolist(), op.root_idxs.tolist()):
+                        found[(op.module, op.out_channels)][i] = (g.name, r)
+            self._channels = {key: _by_group(v) for key, v in found.items()}
+        ref = next(iter(keep.values()))
+        zero = torch.zeros((), dtype=ref.dtype, device=ref.device)
+
+        def removed(key: tuple[str, bool]) -> torch.Tensor:
+            return sum((1 - keep[g][idx]).sum() for g, idx in self._channels.get(key, [])
+                       if g in keep) + zero
+
+        flops = zero
+        for layer in self._layers:
+            if layer.kind == "norm":
+                continue
+            out = layer.out_dim - removed((layer.name, True))
+            inp = (1 if layer.kind == "depthwise"
+                   else (layer.in_dim - removed((layer.name, False))) / layer.groups)
+            positions = layer.per_pair // layer.weight_per_pair
+            if layer.kind == "linear":
+                positions = min(positions, 1)
+            flops = flops + layer.per_pair * inp * out + (out * positions if layer.bias else 0)
+        return flops
+
     def widths(self, plan: Plan) -> dict[tuple[str, bool], int]:
         """(module, is-output-dim) -> number of channels removed by the plan."""
         return {key: len(idxs) for key, (_, idxs) in self.group_map.removals(plan).items()}
@@ -143,6 +178,13 @@ class CostModel:
             flops += layer.per_pair * inp * out + (out * positions if layer.bias else 0)
             params += layer.weight_per_pair * inp * out + (out if layer.bias else 0)
         return flops, params
+
+
+def _by_group(channels: dict[int, tuple[str, int]]) -> list[tuple[str, torch.Tensor]]:
+    groups: dict[str, list[int]] = defaultdict(list)
+    for g, r in channels.values():
+        groups[g].append(r)
+    return [(g, torch.as_tensor(rs)) for g, rs in groups.items()]
 
 
 def measure_latency(model: nn.Module, example_input: torch.Tensor, *, warmup: int = 5,

@@ -20,7 +20,8 @@ import numpy as np
 
 from .plan import Plan, keep_count
 
-__all__ = ["Targets", "global_profile", "lamp_scores", "repair", "top_plan", "uniform_plan"]
+__all__ = ["Targets", "fewest_to_meet", "global_profile", "lamp_scores", "repair", "top_plan",
+           "uniform_plan"]
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,22 @@ def repair(values: np.ndarray, top: float, plan_of: Callable[[np.ndarray], Plan]
         else:
             b = k
     return best
+
+
+def fewest_to_meet(candidates: Sequence[tuple[float, str, int]],
+                   ratio_without: Callable[[Sequence[tuple[str, int]]], float], goal: float
+                   ) -> list[tuple[str, int]]:
+    """The fewest of `candidates` ((score, group, channel), lowest score first) whose
+    removal brings `ratio_without(removed)` to `goal` or below; all of them if even that
+    does not. The ratio falls as more are removed, so bisection finds the count."""
+    order = [(g, c) for _, g, c in sorted(candidates)]
+    lo, hi = 0, len(order)
+    if ratio_without(order) > goal:
+        return order
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (mid + 1, hi) if ratio_without(order[:mid]) > goal else (lo, mid)
+    return order[:hi]
 
 
 def top_plan(scores: Mapping[str, np.ndarray], rates: Mapping[str, float]) -> Plan:

@@ -48,11 +48,11 @@ def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def _optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: float
-               ) -> torch.optim.SGD:
+def _optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: float,
+               extra: list[nn.Parameter] | None = None) -> torch.optim.SGD:
     # No weight decay on BN/bias parameters: decaying BN scales fights channel importance.
     decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1] + list(extra or [])
     return torch.optim.SGD([{"params": decay, "weight_decay": weight_decay},
                             {"params": no_decay, "weight_decay": 0.0}],
                            lr=lr, momentum=momentum, nesterov=momentum > 0)
@@ -94,6 +94,11 @@ class TrainHooks:
 
     def after_step(self, step: int) -> None:
         """Runs after the optimizer step (what momentum must not revive)."""
+
+    def parameters(self) -> list[nn.Parameter]:
+        """Learnable parameters of the method itself (LAPP's thresholds): trained with the
+        model, without weight decay."""
+        return []
 
     def state_dict(self) -> dict[str, Any]:
         return {}
@@ -178,7 +183,8 @@ def train(model: nn.Module, loader: object, *, epochs: int, lr: float = 0.1,
             return lr * (step + 1) / warm
         return 0.5 * lr * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
 
-    opt = _optimizer(model, lr_at(0), momentum, weight_decay)
+    opt = _optimizer(model, lr_at(0), momentum, weight_decay,
+                     hooks.parameters() if hooks is not None else None)
     schedule = {"epochs": epochs, "steps_per_epoch": steps_per_epoch, "lr": lr}
     done, before = (_resume(checkpoint, model, opt, schedule, hooks) if checkpoint
                     else (0, 0.0))

@@ -85,13 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default=None, help="Ray cluster to join")
 
     p = sub.add_parser("train", help="train the base model of a config, or a compact one "
-                       "by a training mode (dcff, cdp)",
+                       "by a training mode (dcff, cdp, lapp)",
                        description="--method base: train the base model the config describes, "
                        "report its test accuracy, and save it (also cached for later "
                        "searches). --method dcff: train a compact network by dynamic-coded "
                        "filter fusion (config section dcff). --method cdp: sparse training "
                        "with filter skeletons and dynamic thresholds to a FLOPs target "
-                       "(config section cdp). A training mode is tracked in MLflow, and the "
+                       "(config section cdp). --method lapp: learnt per-layer thresholds "
+                       "under a FLOPs-constraint loss, with bypasses (config section lapp). "
+                       "A training mode is tracked in MLflow, and the "
                        "same command resumes after a kill.")
     _add_config_args(p)
     p.add_argument("--method", choices=["base", *list_modes()], default="base",
@@ -99,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="source", default=None, metavar="RUN",
                    help="a training mode: start from a front member of this search (run "
                         "folder or MLflow run id), with the search's config (dcff: its "
-                        "plan; cdp: its FLOPs ratio as the target)")
+                        "plan; cdp, lapp: its FLOPs ratio as the target)")
     p.add_argument("--rank", type=int, default=0,
                    help="with --from: the front member, 0 = the most accurate")
     p.add_argument("--out", default=None, help="also copy the checkpoint to this file")

@@ -292,6 +292,35 @@ class CdpConfig(_Section):
         "weighted by the skeleton similarity's change between steps")
 
 
+class LappConfig(_Section):
+    """`blendprune train --method lapp` (seed-methods.md §3: the abstract's design, the
+    open choices ours)."""
+
+    epochs: int = Field(30, ge=1, description="training epochs")
+    prune_epochs: float = Field(5, gt=0, description="epochs over which the FLOPs target "
+                                "falls to its final value (at most all); then the masks "
+                                "freeze")
+    lr: float = Field(0.1, gt=0, description="peak SGD learning rate (cosine to zero)")
+    init: Literal["scratch", "base"] = Field(
+        "scratch", description="train from scratch (the paper), or from the base model")
+    target_flops_ratio: float = Field(0.5, gt=0, le=1, description="FLOPs kept at the end")
+    lam: float = Field(2.0, ge=0, description="weight of the FLOPs-constraint loss")
+    temperature: float = Field(0.05, gt=0, description="sigmoid temperature of the "
+                               "straight-through mask gradient")
+    bypass: Literal["merge", "keep", "none"] = Field(
+        "merge", description="a 1x1 bypass beside each pruned k x k conv, merged into its "
+        "centre tap at the end, kept at inference, or none")
+    criterion: str = Field("bn_gamma", description="channel scores: the norms' |gamma| "
+                           "(learnt with the model), or any criterion, fixed at the start")
+
+    @field_validator("criterion")
+    @classmethod
+    def _known_criterion(cls, name: str) -> str:
+        if name not in list_criteria():
+            raise ValueError(f"unknown criterion {name!r}; known: {', '.join(list_criteria())}")
+        return name
+
+
 class TrackingConfig(_Section):
     experiment: str = Field("blendprune", description="MLflow experiment name")
     uri: str | None = Field(None, description="MLflow tracking URI (default: "
@@ -328,6 +357,7 @@ class Config(_Section):
     final: FinalConfig = FinalConfig()
     dcff: DcffConfig = DcffConfig()
     cdp: CdpConfig = CdpConfig()
+    lapp: LappConfig = LappConfig()
     tracking: TrackingConfig = TrackingConfig()
     ray: RayConfig = RayConfig()
     output_dir: str = Field("runs", description="where run folders (checkpoints, models) go")

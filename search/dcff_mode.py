@@ -9,7 +9,6 @@ member's plan is the start. `search.training_mode` runs it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import torch
 
@@ -18,9 +17,9 @@ from pruning.targets import top_plan, uniform_plan
 
 from .config import Config, ConfigError
 from .prepare import Inputs
-from .training_mode import Mode, Session
+from .training_mode import Mode, Session, group_order
 
-__all__ = ["MODE", "PRESETS", "group_order", "initial_plan", "plan_rates"]
+__all__ = ["MODE", "PRESETS", "initial_plan", "plan_rates"]
 
 # The DCFF paper's published CIFAR-10 rates (github.com/lmbxmu/DCFF README): VGG-16's
 # thirteen convs; ResNet-56's 27 block-internal convs. A preset maps the conv channel
@@ -48,13 +47,6 @@ def _resnet56(convs: list[str]) -> dict[str, float]:
 
 PRESETS: dict[str, Callable[[list[str]], dict[str, float]]] = {
     "vgg16": _vgg16, "resnet56": _resnet56}
-
-
-def group_order(model: Any, group_map: GroupMap) -> list[str]:
-    """Channel groups in the order of their first layer in the model."""
-    position = {name: i for i, (name, _) in enumerate(model.named_modules())}
-    return sorted(group_map.names,
-                  key=lambda g: min(position[p] for p in group_map[g].producers))
 
 
 def plan_rates(cfg: Config, model: torch.nn.Module, gm: GroupMap) -> dict[str, float] | None:

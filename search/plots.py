@@ -76,3 +76,28 @@ def plot_correlation(criteria: Sequence[str], rhos: dict[str, np.ndarray], path:
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def plot_widths(history: Sequence[dict[str, int]], sizes: dict[str, int], path: Path,
+                title: str) -> None:
+    """Kept channels of each group (rows, model order) after each epoch (columns): the
+    share kept as colour, the count written in."""
+    groups = list(history[0]) if history else []
+    share = np.array([[h[g] / sizes[g] for h in history] for g in groups]).reshape(
+        len(groups), len(history))
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.45 * len(history) + 3),
+                                    max(3.0, 0.3 * len(groups) + 1.5)), dpi=120)
+    im = ax.imshow(share, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    if len(history) * len(groups) <= 600:
+        for i, g in enumerate(groups):
+            for j, h in enumerate(history):
+                ax.text(j, i, str(h[g]), ha="center", va="center", fontsize=6,
+                        color="w" if share[i, j] < 0.6 else "k")
+    ax.set_yticks(range(len(groups)), [f"{g} ({sizes[g]})" for g in groups], fontsize=7)
+    ax.set_xticks(range(len(history)), [str(e + 1) for e in range(len(history))], fontsize=7)
+    ax.set_xlabel("epoch")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, label="share of channels kept")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -21,14 +21,15 @@ from typing import Any, Protocol
 import torch
 import yaml
 
-from pruning import Plan, TrainHooks, count_cost, evaluate, save_pruned, train
+from pruning import GroupMap, Plan, TrainHooks, count_cost, evaluate, save_pruned, train
 from pruning.registry import Registry
 
 from .config import Config
 from .prepare import Inputs
 from .tracking import ROLE, Tracker
 
-__all__ = ["MODES", "Mode", "Session", "get_mode", "list_modes", "register_mode", "run_mode"]
+__all__ = ["MODES", "Mode", "Session", "get_mode", "group_order", "list_modes", "register_mode",
+           "run_mode"]
 
 
 @dataclass
@@ -43,6 +44,7 @@ class Session:
     metrics: Callable[[int], dict[str, float]]  # after epoch e (from 1)
     compact: Callable[[], tuple[torch.nn.Module, Plan]]
     key: dict[str, Any]  # what, besides the config, names its folder
+    plots: Callable[[Path], list[Path]] | None = None  # written into the folder at the end
 
 
 class Build(Protocol):
@@ -81,6 +83,13 @@ def get_mode(name: str) -> Mode:
     return entry
 
 
+def group_order(model: torch.nn.Module, group_map: GroupMap) -> list[str]:
+    """Channel groups in the order of their first layer in the model."""
+    position = {name: i for i, (name, _) in enumerate(model.named_modules())}
+    return sorted(group_map.names,
+                  key=lambda g: min(position[p] for p in group_map[g].producers))
+
+
 def folder_for(cfg: Config, name: str, key: dict[str, Any]) -> Path:
     payload = {"config": cfg.to_dict(), **key}
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
@@ -117,7 +126,7 @@ def run_mode(name: str, cfg: Config, inputs: Inputs, tracker: Tracker,
         s.model.train()  # evaluate left it in eval mode; the next epoch trains
         extra = s.metrics(epoch)
         tracker.metrics({"loss": loss, "holdout_accuracy": acc, **extra}, step=epoch)
-        shown = "  ".join(f"{k} {v:.4g}" for k, v in extra.items())
+        shown = "  ".join(f"{k} {v:.4g}" for k, v in extra.items() if "/" not in k)
         log(f"  epoch {epoch}/{s.epochs}  loss {loss:.3f}  holdout {acc:.4f}  {shown}  "
             f"{time.perf_counter() - start:.0f}s")
 
@@ -138,6 +147,8 @@ def run_mode(name: str, cfg: Config, inputs: Inputs, tracker: Tracker,
                        "std": inputs.std.tolist()})
     tracker.metrics(result)
     tracker.artifacts({name: path})
+    for plot in s.plots(folder) if s.plots is not None else []:
+        tracker.artifacts({name: plot})
     tracker.finish()
     log(f"{name}: test accuracy {result['test_accuracy']:.4f}  FLOPs ratio "
         f"{result['flops_ratio']:.3f}  params ratio {result['params_ratio']:.3f}\n"
@@ -147,3 +158,4 @@ def run_mode(name: str, cfg: Config, inputs: Inputs, tracker: Tracker,
 
 register_mode("dcff", "search.dcff_mode:MODE")
 register_mode("cdp", "search.cdp_mode:MODE")
+register_mode("lapp", "search.lapp_mode:MODE")

@@ -76,7 +76,12 @@ CASES = {
     "cdp target": (["train", "--method", "cdp", "--set", "cdp.target_flops_ratio=1.5"],
                    "cdp.target_flops_ratio: Input should be less than or equal to 1 (got 1.5)"),
     "final method": (["search", "--set", "final.method=prune"],
-                     "final.method: must be finetune or one of ['cdp', 'dcff'], got 'prune'"),
+                     "final.method: must be finetune or one of ['cdp', 'dcff', 'lapp'], got "
+                     "'prune'"),
+    "lapp target": (["train", "--method", "lapp", "--set", "lapp.target_flops_ratio=0"],
+                    "lapp.target_flops_ratio: Input should be greater than 0 (got 0)"),
+    "lapp criterion": (["train", "--method", "lapp", "--set", "lapp.criterion=l7"],
+                       "lapp.criterion: unknown criterion 'l7'"),
     "unknown arch": (["search", "--set", "model.arch=resnet21"],
                      "model.arch: unknown arch 'resnet21'"),
     "untraceable model": (["search", "--set",

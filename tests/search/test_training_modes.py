@@ -23,10 +23,12 @@ REPO = Path(__file__).resolve().parents[2]
 # per mode: the metrics it logs every epoch besides loss and holdout accuracy
 EPOCH_METRICS = {"dcff": ["temperature", "kept_changed"],
                  "cdp": ["flops_ratio_live", "dead_channels", "channels_cut", "prop",
-                         "penalty_l1"]}
+                         "penalty_l1"],
+                 "lapp": ["flops_ratio_live", "loss_flops", "threshold/layer1.0.conv1",
+                          "width/layer1.0.conv1"]}
 
 
-@pytest.mark.parametrize("mode", ["dcff", "cdp"])
+@pytest.mark.parametrize("mode", ["dcff", "cdp", "lapp"])
 def test_a_mode_trains_tracks_exports_and_resumes_after_a_kill(mode, tmp_path, monkeypatch,
                                                                 capsys):
     monkeypatch.setenv("BLENDPRUNE_CACHE", str(tmp_path / "cache"))
@@ -64,9 +66,12 @@ def test_a_mode_trains_tracks_exports_and_resumes_after_a_kill(mode, tmp_path, m
                                                              f"{mode}/model.pt")))
     assert model.eval()(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
     assert meta["extra"]["method"] == mode
+    if mode == "lapp":  # the widths by layer and epoch, plotted
+        assert "lapp/widths.png" in [a.path for a in client.list_artifacts(run.info.run_id,
+                                                                            "lapp")]
 
 
-@pytest.mark.parametrize("mode", ["dcff", "cdp"])
+@pytest.mark.parametrize("mode", ["dcff", "cdp", "lapp"])
 def test_a_search_finishes_with_a_mode_and_a_front_member_trains_from_the_run(
         mode, tmp_path, monkeypatch, capsys):
     from .test_end_to_end import FAST
@@ -87,7 +92,7 @@ def test_a_search_finishes_with_a_mode_and_a_front_member_trains_from_the_run(
     (run,) = runs
     if mode == "dcff":  # DCFF keeps the member's channel counts: the same FLOPs
         assert run.data.metrics["flops"] == member["flops"]
-    else:  # CDP trains its own channels to the member's FLOPs ratio
+    else:  # CDP and LAPP train their own channels to the member's FLOPs ratio
         ratio = member["flops_ratio"]
         assert ratio - 0.02 <= run.data.metrics["flops_ratio"] <= ratio + 1e-9
     assert main(["train", "--method", mode, "--from", str(folder), "--rank", "99"]) == 2

@@ -1,0 +1,69 @@
+"""`blendprune train --method lapp`: learnt per-layer widths down to a FLOPs target.
+
+The target is `lapp.target_flops_ratio`, or, from a search, the front member's FLOPs
+ratio. `search.training_mode` runs it; the widths it learns are plotted by layer and
+epoch, and its compact model's plan can seed a search (`search.seed_plans`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pruning import CostModel, Plan, compute_scores, create_model
+from pruning.lapp import LAPP
+
+from .config import Config
+from .plots import plot_widths
+from .prepare import Inputs
+from .training_mode import Mode, Session, group_order
+
+__all__ = ["MODE"]
+
+
+def build(cfg: Config, inputs: Inputs, plan: Plan | None, epochs: int, lr: float,
+          steps_per_epoch: int) -> Session:
+    c = cfg.lapp
+    gm = inputs.group_map
+    cost = CostModel(inputs.model, gm, inputs.example_input)
+    target = c.target_flops_ratio
+    if plan is not None:
+        target = cost.predict(plan)[0] / cost.base_flops
+    scores = None
+    if c.criterion != "bn_gamma":
+        table = compute_scores(inputs.model, gm, [c.criterion])
+        scores = {g.name: table.scores[g.name][c.criterion] for g in gm}
+    model: nn.Module = inputs.model
+    if c.init == "scratch":
+        torch.manual_seed(cfg.base_training.seed)
+        model = create_model(cfg.model.arch, inputs.data.num_classes, inputs.data.in_channels)
+        model.eval()
+    lapp = LAPP(model, gm, cost, target_flops_ratio=target,
+                prune_steps=round(min(c.prune_epochs, epochs) * steps_per_epoch), lam=c.lam,
+                temperature=c.temperature, bypass=c.bypass, scores=scores)
+
+    def plots(folder: Path) -> list[Path]:
+        path = folder / "widths.png"
+        order = [g for g in group_order(inputs.model, gm) if g in lapp.thresholds]
+        history = [{g: h[g] for g in order} for h in lapp.history_until(epochs)]
+        plot_widths(history, {g.name: g.size for g in lapp.groups}, path,
+                    f"LAPP widths, {cfg.model.arch} on {cfg.data.dataset}, FLOPs target "
+                    f"{target:.2f}")
+        return [path]
+
+    return Session(
+        lapp.model, lapp, epochs, lr,
+        f"{len(lapp.groups)} channel groups with learnt thresholds, FLOPs target "
+        f"{target:.3f}, from {c.init}, bypass {c.bypass}",
+        lambda epoch: lapp.metrics(),
+        lambda: (lapp.to_compact(), lapp.kept_plan()),
+        {"target_flops_ratio": target}, plots)
+
+
+def check(cfg: Config, inputs: Inputs) -> None:
+    """Nothing beyond the config's own bounds."""
+
+
+MODE = Mode(build, check, lambda cfg: cfg.lapp.init, lambda cfg: (cfg.lapp.epochs, cfg.lapp.lr))
