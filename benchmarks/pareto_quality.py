@@ -15,9 +15,10 @@ and recorded with its BN-only accuracy and its wall time. Methods:
                  budget by screening each cluster's uniform plan at the middle target
   random, optuna-nsga2, optuna-tpe   the same genome and repair, unseeded
   single         each criterion at uniform ratios at each target (a baseline, no search)
-  dcff, cdp      the training modes at each target instead of a pick's final fine-tune,
-                 as long (whole epochs nearest `--final-steps`): DCFF on the uniform L1
-                 plan, CDP from the base model down to the target (`--modes`)
+  dcff, cdp, lapp   the training modes at each target instead of a pick's final
+                 fine-tune, as long (whole epochs nearest `--final-steps`): DCFF on the
+                 uniform L1 plan, CDP and LAPP from the base model down to the target
+                 (`--modes`)
 
 Every search gets the same number of candidates per search seed, duplicates of an
 evaluated plan skipped as in the product. At each target, the best holdout candidate of
@@ -55,6 +56,7 @@ from benchmarks.matched import attainment, interval, paired, pick_at
 from pruning import (
     CDP,
     DCFF,
+    LAPP,
     CostModel,
     Evaluator,
     Fidelity,
@@ -260,7 +262,7 @@ def run_final(job: tuple[str, dict[str, list[int]], int]) -> tuple[str, float]:
     return key, final_accuracy(b, plan, seed, b.args.final_steps)
 
 
-MODES = ("dcff", "cdp")
+MODES = ("dcff", "cdp", "lapp")
 
 
 def run_mode(job: tuple[str, str, float, int]) -> tuple[str, float, float]:
@@ -274,8 +276,11 @@ def run_mode(job: tuple[str, str, float, int]) -> tuple[str, float, float]:
                           pad=b.data.pad, flip=b.data.flip, seed=seed)
     epochs = max(1, round(b.args.final_steps / len(loader)))
     cost = CostModel(b.model, b.gm, b.tr.x[:1].float())
-    method: DCFF | CDP
-    if mode == "dcff":
+    method: DCFF | CDP | LAPP
+    if mode == "lapp":
+        method = LAPP(b.model, b.gm, cost, target_flops_ratio=t,
+                      prune_steps=round(0.5 * epochs * len(loader)))
+    elif mode == "dcff":
         plan = uniform_plan({g.name: b.table.scores[g.name]["l1"] for g in b.gm},
                             lambda p: cost.predict(p)[0] / cost.base_flops, t)
         method = DCFF(b.model, b.gm, plan, epochs)
@@ -503,7 +508,7 @@ def main() -> None:
 
 COLORS = {DEFAULT: "tab:red", "blendprune-halving": "tab:pink", "ratios-only": "tab:orange",
           "random": "tab:gray", "optuna-nsga2": "tab:blue", "optuna-tpe": "tab:purple",
-          "single": "k", "dcff": "tab:green", "cdp": "tab:brown"}
+          "single": "k", "dcff": "tab:green", "cdp": "tab:brown", "lapp": "tab:olive"}
 
 
 def plot(args: argparse.Namespace, searches: dict[str, dict], singles: list[dict],

@@ -8,6 +8,8 @@ holdout, and is scored once on the test split:
   dcff       the uniform L1 plan at `--flops`, its filters fused from the base model's
              banks with DCFF's temperature schedule
   cdp        CDP/DTC sparse training from the base model down to `--flops` (its own plan)
+  lapp       LAPP's learnt thresholds from the base model down to `--flops` over the first
+             half of the epochs (its own plan; the widths it learns are recorded)
   finetune   the uniform L1 plan: apply_plan, adaptive BN, then the same training
   searched   the plan blendprune's search (benchmarks/pareto_quality.py, same seed)
              picked at `--flops`: apply_plan, adaptive BN, the same training; skipped
@@ -36,6 +38,7 @@ from benchmarks.pareto_quality import searched_plan
 from pruning import (
     CDP,
     DCFF,
+    LAPP,
     CostModel,
     GroupMap,
     Plan,
@@ -51,7 +54,7 @@ from pruning import (
 )
 from pruning.targets import uniform_plan
 
-METHODS = ("dcff", "cdp", "finetune", "searched", "scratch")
+METHODS = ("dcff", "cdp", "lapp", "finetune", "searched", "scratch")
 
 
 def run(method: str, seed: int, args: argparse.Namespace) -> dict[str, Any] | None:
@@ -77,6 +80,10 @@ def run(method: str, seed: int, args: argparse.Namespace) -> dict[str, Any] | No
         cdp = CDP(base, gm, cost, target_flops_ratio=args.flops, lr=args.lr,
                   sparse_steps=round(0.5 * args.epochs * len(loader)))
         model, hooks = cdp.model, cdp
+    elif method == "lapp":
+        lapp = LAPP(base, gm, cost, target_flops_ratio=args.flops,
+                    prune_steps=round(0.5 * args.epochs * len(loader)))
+        model, hooks = lapp.model, lapp
     elif method in ("finetune", "searched"):
         if method == "searched":
             found = searched_plan(args.dataset, seed, args.flops)
@@ -93,12 +100,16 @@ def run(method: str, seed: int, args: argparse.Namespace) -> dict[str, Any] | No
     start = time.perf_counter()
     train(model, loader, epochs=args.epochs, lr=args.lr, hooks=hooks)
     seconds = time.perf_counter() - start
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {"widths": plan.counts()}
     if method == "dcff":
         model = dcff.to_compact()
     elif method == "cdp":
         extra = {k: cdp.metrics()[k] for k in ("channels_dtc", "channels_cut", "prop")}
+        extra["widths"] = cdp.kept_plan().counts()
         model = cdp.to_compact()
+    elif method == "lapp":
+        extra = {"widths": lapp.kept_plan().counts()}
+        model = lapp.to_compact()
     flops = count_cost(model, x)[0] / count_cost(base, x)[0]
     return {"method": method, "seed": seed, "test_accuracy": test_accuracy(model.eval(), data),
             "flops_ratio": flops, "train_seconds": seconds, **extra}
@@ -139,7 +150,7 @@ def main() -> None:
             summary[m] = {"median": statistics.median(accs), "runs": accs,
                           "flops_ratio": statistics.median(r["flops_ratio"] for r in runs),
                           "train_seconds": statistics.median(r["train_seconds"] for r in runs)}
-    write_result(f"seed_methods_{args.dataset}", {
+    write_result(f"seed_methods_{args.dataset}_{args.flops:g}", {
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "summary": summary, "runs": {k: v for k, v in done.items()
                                      if k.split("/")[0] in summary}})
