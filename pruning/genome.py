@@ -203,6 +203,25 @@ class Decoder:
                 lo = mid
         return hi
 
+    def plan_genome(self, plan: Plan, alpha: Sequence[float]) -> list[float]:
+        """A genome with `plan`'s per-slot pruning ratios (its widths; which channels is
+        the blend's choice) and, with targets, the target nearest its FLOPs ratio."""
+        if self.layout.encoding != "ratio":
+            raise ValueError("genome: a plan seeds only the ratio encoding")
+        counts = plan.counts()
+        cut: list[list[float]] = [[] for _ in self.layout.slots]
+        for name, slot in zip(self.table.groups, self.layout.slot_of):
+            size = len(self.table.scores[name][self.table.criteria[0]])
+            cut[slot].append(1 - counts.get(name, size) / size)
+        values = [min(float(np.mean(c)) if c else 0.0, self.layout.max_ratio) for c in cut]
+        targets = self.layout.targets
+        target = None
+        if targets is not None:
+            ratio = self.plan_flops_ratio(plan)
+            levels = targets.values or targets.seeding
+            target = min(levels, key=lambda t: abs(t - ratio))
+        return self.layout.make(alpha, values, target)
+
     def target_seeds(self, count: int, criteria: Sequence[int] | None = None
                      ) -> list[tuple[str, list[float]]]:
         """Seeds at FLOPs targets: every criterion cluster (or each of `criteria`) at every

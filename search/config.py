@@ -191,6 +191,10 @@ class SearchConfig(_Section):
                                               "full (1: off; deap-nsga2 on actors)")
     halving_steps: int = Field(0, ge=0, description="fine-tune steps of the cheap rung (0: "
                                                     "adaptive BN alone)")
+    seed_plans: list[str] = Field(
+        default_factory=list, description="plans whose per-layer widths seed the first "
+        "generation: model files of `blendprune train --method lapp|cdp|dcff`, or plan JSON "
+        "files (group -> kept channels)")
     crossover_eta: float = Field(15.0, gt=0, description="SBX crossover distribution index")
     mutation_eta: float = Field(20.0, gt=0, description="polynomial mutation index")
     crossover_prob: float = Field(0.9, ge=0, le=1, description="crossover probability")

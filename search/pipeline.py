@@ -22,6 +22,7 @@ from .prepare import Inputs, Prepared, compute_table, prepare
 from .resident import Resident
 from .rundir import RunDir
 from .screening import FixedGenomes, pinned_genes, screen_genomes, screened
+from .seed_plans import load_seed_plans
 from .strategy import Problem, Strategy, create_strategy, get_strategy
 from .tracking import Tracker
 from .tracking_queue import TrackingQueue
@@ -49,15 +50,24 @@ def seed_genomes(prepared: Prepared, cfg: Config, criteria: list[int] | None = N
     Three quarters of the population (at least one seed per criterion where it fits); the
     rest stays random for diversity. Without a budget (max_flops_ratio = 1) the seeds start
     at half the base FLOPs, so they are real pruning baselines rather than the unpruned model.
-    `criteria` limits the seeds to those criteria (the clusters a screen kept).
+    `criteria` limits the seeds to those criteria (the clusters a screen kept). The plans
+    of `search.seed_plans` come first, their widths as ratio genes.
     """
     budget = cfg.constraints.max_flops_ratio
     population = cfg.search.population
     count = max(1, population - population // 4)
     decoder = prepared.decoder
+    names = decoder.layout.criteria  # a plan's widths, blended as a learnt width's BN scores
+    alpha = [float(n == "bn_gamma") for n in names] if "bn_gamma" in names else \
+        [1.0] * len(names)
+    plans = [(name, decoder.plan_genome(plan, alpha))
+             for name, plan in load_seed_plans(cfg, prepared.inputs.group_map)][:count]
+    count -= len(plans)
+    if count == 0:
+        return plans
     if decoder.layout.targets is not None:  # criterion clusters at targets, interleaved
-        return decoder.target_seeds(count, criteria)
-    return decoder.spread_seeds(budget if budget < 1.0 else 0.5, count, criteria)
+        return plans + decoder.target_seeds(count, criteria)
+    return plans + decoder.spread_seeds(budget if budget < 1.0 else 0.5, count, criteria)
 
 
 class Search:

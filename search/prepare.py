@@ -43,6 +43,7 @@ from pruning import (
 )
 
 from .config import Config, ConfigError, CriteriaConfig
+from .seed_plans import load_seed_plans
 
 __all__ = ["Inputs", "Prepared", "cache_dir", "prepare", "validate"]
 
@@ -124,6 +125,7 @@ def validate(cfg: Config) -> Inputs:
                           f"{cfg.data.dataset} images {tuple(example.shape[1:])}: {exc}") from None
     inputs = Inputs(cfg, data, tr, ho, mean, std, model, group_map)
     _check_budget(inputs)
+    load_seed_plans(cfg, group_map)  # readable and of this model, before anything runs
     return inputs
 
 

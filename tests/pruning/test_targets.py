@@ -6,6 +6,7 @@ from pruning import (
     Decoder,
     GenomeLayout,
     GroupMap,
+    Plan,
     ScoreTable,
     TensorLoader,
     compute_scores,
@@ -147,3 +148,18 @@ def test_keep_levels_snap_ratio_genes_so_nearby_genomes_share_a_plan(parts):
     assert dec.decode(a) == dec.decode(b)
     with pytest.raises(ValueError, match="genome.levels"):
         GenomeLayout.build(table, gm, levels=-1)
+
+
+def test_a_plan_seeds_a_genome_with_its_widths(parts):
+    table, gm, cost = parts
+    rng = np.random.default_rng(3)
+    counts = {g.name: int(rng.integers(max(4, g.size // 5), g.size + 1)) for g in gm}
+    plan = Plan({n: np.arange(c) for n, c in counts.items()})
+    alpha = [float(c == "bn_gamma") for c in table.criteria]
+    free = decoder(parts, None)  # no targets: the widths come back as they were
+    assert free.decode(free.plan_genome(plan, alpha)).counts() == counts
+    dec = decoder(parts, Targets((0.3, 0.5)))  # targets: the nearest one, widths repaired
+    genome = dec.plan_genome(plan, alpha)
+    ratio = dec.plan_flops_ratio(plan)
+    assert dec.layout.target(genome) == min((0.3, 0.5), key=lambda t: abs(t - ratio))
+    assert dec.flops_ratio(genome) <= dec.layout.target(genome)

@@ -78,6 +78,8 @@ CASES = {
     "final method": (["search", "--set", "final.method=prune"],
                      "final.method: must be finetune or one of ['cdp', 'dcff', 'lapp'], got "
                      "'prune'"),
+    "seed plan file": (["search", "--set", "search.seed_plans=[nothing.json]"],
+                       "search.seed_plans: cannot read nothing.json"),
     "lapp target": (["train", "--method", "lapp", "--set", "lapp.target_flops_ratio=0"],
                     "lapp.target_flops_ratio: Input should be greater than 0 (got 0)"),
     "lapp criterion": (["train", "--method", "lapp", "--set", "lapp.criterion=l7"],

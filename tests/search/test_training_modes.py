@@ -112,3 +112,31 @@ def test_published_presets_map_onto_the_models_conv_groups(preset, arch, pruned)
     gm = GroupMap(model, x)
     rates = plan_rates(cfg, model, gm)
     assert sorted(rates) == sorted(gm.names) and sum(r > 0 for r in rates.values()) == pruned
+
+
+def test_a_lapp_plan_seeds_the_first_generation_of_a_search(tmp_path, monkeypatch):
+    from .test_end_to_end import FAST
+
+    monkeypatch.setenv("BLENDPRUNE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    assert main(["train", "--method", "lapp", "--set", "lapp.epochs=3",
+                 "--set", "lapp.target_flops_ratio=0.5", "--set", "base_training.epochs=12",
+                 "--set", f"output_dir={tmp_path / 'lapp'}", "--out", str(tmp_path / "lapp.pt"),
+                 "--tracking-uri", uri]) == 0
+    assert main(["search", *FAST, "--set", f"search.seed_plans=[{tmp_path / 'lapp.pt'}]",
+                 "--tracking-uri", uri, "--output-dir", str(tmp_path / "runs")]) == 0
+    (folder,) = (tmp_path / "runs").iterdir()
+    from search.rundir import RunDir
+
+    records = RunDir(folder).records()
+    assert sum(r["result"]["status"] == "ok" for r in records) == 16
+    (seeded,) = [r for r in records if r["seed"] == "plan:lapp.pt"]
+    from pruning import load_pruned
+
+    _, meta = load_pruned(tmp_path / "lapp.pt")
+    learnt = {g: len(k) for g, k in meta["plan"].items()}
+    got = {g: len(k) for g, k in seeded["result"]["plan"].items()}
+    # the LAPP widths, repaired onto the budget (0.6 of the FLOPs) by one shift: each
+    # group keeps at least LAPP's width
+    assert all(got[g] >= learnt[g] for g in learnt)
