@@ -67,6 +67,7 @@ class CandidateResult:
     reason: str = ""
     latency: float | None = None
     bn_accuracy: float | None = None
+    started_at: float | None = None  # wall clock (epoch seconds) when evaluation began
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -156,7 +157,8 @@ class Evaluator:
                 else self.decode(genome_or_plan)
         flops, params = self.cost.predict(plan)
         result = CandidateResult(0.0, flops, params, flops / self.cost.base_flops,
-                                 params / self.cost.base_params, plan.to_dict(), t)
+                                 params / self.cost.base_params, plan.to_dict(), t,
+                                 started_at=time.time())
         try:
             with _timed(t, "surgery"):
                 model = apply_plan(self.base, self.group_map, plan, keep=s.keep,

@@ -110,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("front", help="print the Pareto front of a search; write its plot")
     p.add_argument("run", help="MLflow parent run id or run folder")
     _add_tracking_arg(p)
-    p.add_argument("--plot", default=None, help="where to write the plot (default: "
+    p.add_argument("--plot", nargs="?", const="", default="", metavar="PATH",
+                   help="where to write the plot (default, or --plot alone: "
                    "front-<run>.png)")
 
     p = sub.add_parser("export", help="copy a final-stage model out of a search")
@@ -128,20 +129,25 @@ def _tracking_uri(arg: str | None, cfg_uri: str | None) -> str | None:
     return arg or cfg_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
 
 
-def _print_how_to_open(uri: str | None, parent: str | None, run_path: Path) -> None:
+def _print_how_to_open(uri: str | None, parent: str | None, run_path: Path,
+                       experiment_id: str | None = None) -> None:
     import mlflow
 
     from .redaction import redact
 
     resolved = redact(uri or mlflow.get_tracking_uri())
     shown = redact(uri) if uri else None
+    from .review import links
+
     print(f"\nrun folder: {run_path}")
     print(f"MLflow run: {parent}")
-    if resolved.startswith(("http://", "https://")):
-        print(f"open: {resolved}/#/experiments (run {parent})")
-    else:
-        print(f"open: mlflow ui --backend-store-uri {resolved} --host 127.0.0.1  "
-              f"(then the run {parent})")
+    base = resolved.rstrip("/")
+    if not resolved.startswith(("http://", "https://")):
+        print(f"open: mlflow ui --backend-store-uri {resolved} --host 127.0.0.1")
+        base = "http://127.0.0.1:5000"
+    if parent is not None and experiment_id is not None:
+        for what, url in links(base, experiment_id, parent).items():
+            print(f"  {what}: {url}")
     print(f"front: blendprune front {parent}" + (f" --tracking-uri {shown}" if shown else ""))
 
 
@@ -171,12 +177,13 @@ def _resolve_run(run: str, uri: str | None) -> tuple[Path | None, str | None, st
 
 def format_front(rows: list[dict[str, Any]]) -> str:
     """The front as a table, best accuracy first."""
-    head = f"{'rank':>4} {'index':>5} {'accuracy':>8} {'FLOPs':>10} {'ratio':>6} " \
-           f"{'params':>9} {'ratio':>6}  seed"
+    head = f"{'rank':>4} {'index':>5} {'accuracy':>8} {'FLOPs':>10} {'FLOPs%':>6} " \
+           f"{'params':>9} {'param%':>6}  seed"
     lines = [head, "-" * len(head)]
     for rank, r in enumerate(sorted(rows, key=lambda r: -r["accuracy"])):
         lines.append(f"{rank:>4} {r['index']:>5} {r['accuracy']:>8.4f} {r['flops']:>10,} "
-                     f"{r['flops_ratio']:>6.3f} {r['params']:>9,} {r['params_ratio']:>6.3f}  "
+                     f"{100 * r['flops_ratio']:>6.1f} {r['params']:>9,} "
+                     f"{100 * r['params_ratio']:>6.1f}  "
                      f"{r.get('seed') or ''}")
     return "\n".join(lines)
 
@@ -213,6 +220,7 @@ def _execute(cfg: Config, run: RunDir, inputs: Inputs, tracker: Tracker, address
     from .final_stage import final_stage
     from .pipeline import Search, prepare_workspace
     from .ray_session import init_ray
+    from .review import describe
 
     try:
         init_ray(address or cfg.ray.address, cfg.ray.num_cpus)
@@ -222,15 +230,19 @@ def _execute(cfg: Config, run: RunDir, inputs: Inputs, tracker: Tracker, address
         rows = search.run_search(resume_state)
         print("\nPareto front (holdout accuracy; FLOPs count multiply-accumulates):")
         print(format_front(rows))
+        finals: list[dict[str, Any]] = []
         if cfg.final.top_k and rows:
             print(f"\nfinal stage: fine-tuning the top {min(cfg.final.top_k, len(rows))} for "
                   f"{cfg.final.epochs} epochs", flush=True)
-            final_stage(cfg, prepared, run, tracker, rows)
+            finals = final_stage(cfg, prepared, run, tracker, rows)
+        base = finals[0]["base_test_accuracy"] if finals else None
+        tracker.review(run.records(), rows, finals,
+                       describe(cfg, rows, finals, base, str(run.path.resolve())))
     except BaseException:
         tracker.finish("KILLED" if sys.exc_info()[0] is KeyboardInterrupt else "FAILED")
         raise
     tracker.finish("FINISHED")
-    _print_how_to_open(tracker.uri, tracker.parent_id, run.path)
+    _print_how_to_open(tracker.uri, tracker.parent_id, run.path, tracker.experiment_id)
     return 0
 
 

@@ -75,7 +75,10 @@ def final_stage(cfg: Config, prepared: Prepared, run: RunDir, tracker: Tracker,
               f"test {test_acc:.4f} after {cfg.final.epochs} epochs of {cfg.final.method}  "
               f"FLOPs ratio {result['flops_ratio']:.3f}", flush=True)
         out.append(result)
-    tracker.metrics({"base_test_accuracy": ws.test_accuracy(ws.model)})
+    base = ws.test_accuracy(ws.model)
+    for result in out:
+        result["base_test_accuracy"] = base
+    tracker.metrics({"base_test_accuracy": base})
     tracker.log_dict({"final": out}, "final/summary.json")
     return out
 

@@ -22,7 +22,23 @@ __all__ = ["TrackingUnavailable", "Tracker", "check_tracking", "client", "downlo
 
 ROLE = "blendprune.role"
 INDEX = "blendprune.index"
+GENERATION = "blendprune.generation"
+SEED = "blendprune.seed"
+ON_FRONT = "blendprune.on_front"
+FRONT_RANK = "blendprune.front_rank"
+FINAL_RANK = "blendprune.final_rank"
 PARENT = "mlflow.parentRunId"
+NOTE = "mlflow.note.content"  # the description the UI shows for a run or experiment
+KIND = "mlflow.experimentKind"
+EXPERIMENT_NOTE = """blendprune searches: each parent run is one search, its children the
+candidates (pruned, BN re-estimated, briefly fine-tuned, scored on the holdout).
+
+- Children on the Pareto front carry the tag `blendprune.on_front = true` and the metric
+  `on_front = 1`; `blendprune.final_rank` marks the ones the final stage fine-tuned and
+  tested. Filter: `tags.blendprune.on_front = 'true'`, sort by `accuracy`.
+- The parent's description holds the front, the base model's accuracy and how to load the
+  chosen model; its `pareto/front.png` draws the front.
+"""
 
 
 class TrackingUnavailable(RuntimeError):
@@ -72,6 +88,9 @@ class Tracker:
         exp = self.client.get_experiment_by_name(self.experiment)
         self.experiment_id = (exp.experiment_id if exp is not None
                               else self.client.create_experiment(self.experiment))
+        if exp is None or NOTE not in exp.tags:  # the UI opens on the runs, described
+            self.client.set_experiment_tag(self.experiment_id, KIND, "custom_model_development")
+            self.client.set_experiment_tag(self.experiment_id, NOTE, EXPERIMENT_NOTE)
         run = self.client.create_run(self.experiment_id, run_name=name,
                                      tags={ROLE: "search", **(tags or {})})
         self.parent_id = run.info.run_id
@@ -117,17 +136,22 @@ class Tracker:
         from mlflow.entities import Metric, Param
 
         try:
+            res = record["result"]
+            seconds = float(res["timings"].get("total", 0.0))
+            started = res.get("started_at") or time.time() - seconds
+            start_ms, end_ms = int(started * 1000), int((started + seconds) * 1000)
             run_id = self._existing_child(record["index"]) if look_first else None
             if run_id is None:
                 run_id = self.client.create_run(
                     self.experiment_id, run_name=f"candidate-{record['index']:04d}",
+                    start_time=start_ms,
                     tags={ROLE: "candidate", PARENT: self.parent_id,
-                          INDEX: str(record["index"]),
-                          "blendprune.status": record["result"]["status"]}).info.run_id
-            res = record["result"]
-            now = int(time.time() * 1000)
+                          INDEX: str(record["index"]), GENERATION: str(record["generation"]),
+                          SEED: str(record.get("seed") or ""),
+                          "blendprune.status": res["status"]}).info.run_id
+            now = end_ms
             metrics = [Metric(k, float(res[src]), now, 0) for k, src in (
-                ("accuracy", "accuracy"), ("flops", "flops"), ("params", "params"),
+                ("accuracy", "accuracy"), ("flops", "flops"), ("param_count", "params"),
                 ("flops_ratio", "flops_ratio"), ("params_ratio", "params_ratio"))]
             metrics.append(Metric("eval_seconds", float(res["timings"].get("total", 0.0)),
                                   now, 0))
@@ -145,7 +169,8 @@ class Tracker:
                                           "plan": res["plan"], "result": {
                                               k: v for k, v in res.items() if k != "plan"}},
                                  "candidate.json")
-            self.client.set_terminated(run_id, "FINISHED" if res["status"] == "ok" else "FAILED")
+            self.client.set_terminated(run_id, "FINISHED" if res["status"] == "ok" else "FAILED",
+                                       end_time=end_ms)
             self.down = False
             return run_id
         except Exception as exc:
@@ -164,6 +189,30 @@ class Tracker:
                     break
                 save(record)
         return sum(r["run_id"] is None for r in records)
+
+    def review(self, records: list[dict[str, Any]], rows: list[dict[str, Any]],
+               finals: list[dict[str, Any]], description: str) -> None:
+        """What a reviewer filters and colours by: every child tagged with whether it is
+        on the front, its rank there and in the final stage (and an `on_front` metric);
+        the parent described in markdown."""
+        from mlflow.entities import Metric, RunTag
+
+        front = {r["index"]: k for k, r in enumerate(sorted(rows, key=lambda r: -r["accuracy"]))}
+        final = {f["index"]: f["rank"] for f in finals}
+        try:
+            now = int(time.time() * 1000)
+            for rec in records:
+                if rec.get("run_id") is None:
+                    continue
+                i = rec["index"]
+                tags = [RunTag(ON_FRONT, str(i in front).lower()),
+                        RunTag(FRONT_RANK, str(front.get(i, ""))),
+                        RunTag(FINAL_RANK, str(final.get(i, "")))]
+                self.client.log_batch(rec["run_id"], tags=tags,
+                                      metrics=[Metric("on_front", float(i in front), now, 0)])
+            self.client.set_tag(self.parent_id, NOTE, description)
+        except Exception as exc:
+            self._warn("review tags", exc)
 
     def generation(self, generation: int, metrics: dict[str, float]) -> bool:
         from mlflow.entities import Metric

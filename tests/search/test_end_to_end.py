@@ -58,7 +58,7 @@ def check_front(client, parent, children, max_flops_ratio=0.6):
 @pytest.mark.parametrize("algorithm, executor", [
     ("deap-nsga2", "actors"), ("deap-nsga2", "tune"), ("deap-steady", "actors"),
     ("optuna-nsga2", "actors"), ("random", "actors")])
-def test_search_records_budget_and_front(algorithm, executor, env, capsys):
+def test_search_records_budget_and_front(algorithm, executor, env, capsys, monkeypatch):
     uri = f"sqlite:///{env / algorithm}-{executor}.db"
     out_dir = env / f"runs-{algorithm}-{executor}"
     assert main(["search", *FAST, "--set", f"search.algorithm={algorithm}",
@@ -74,9 +74,21 @@ def test_search_records_budget_and_front(algorithm, executor, env, capsys):
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
     assert sorted(int(c.data.tags["blendprune.index"]) for c in children) == list(range(BUDGET))
     for c in children:
-        assert {"accuracy", "flops", "params", "flops_ratio", "params_ratio",
-                "eval_seconds"} <= set(c.data.metrics)
+        assert {"accuracy", "flops", "param_count", "flops_ratio", "params_ratio",
+                "eval_seconds", "on_front"} <= set(c.data.metrics)
+        # the run spans the evaluation itself, not the instant it was logged
+        span = (c.info.end_time - c.info.start_time) / 1000
+        assert span == pytest.approx(c.data.metrics["eval_seconds"], abs=0.01)
+        assert c.data.tags["blendprune.generation"] in {"0", "1"}
     check_front(client, parent, children)
+    on_front = [c for c in children if c.data.tags["blendprune.on_front"] == "true"]
+    assert on_front and all(c.data.metrics["on_front"] == 1.0 for c in on_front)
+    assert sorted(int(c.data.tags["blendprune.front_rank"]) for c in on_front) == \
+        list(range(len(on_front)))
+    assert "| front rank |" in parent.data.tags["mlflow.note.content"]
+    exp = client.get_experiment(parent.info.experiment_id)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert f"#/experiments/{exp.experiment_id}/runs?searchFilter=" in out
     arts = {a.path for a in client.list_artifacts(parent.info.run_id, "criteria")}
     assert arts == {"criteria/correlation.png", "criteria/clusters.json"}
     hv = client.get_metric_history(parent.info.run_id, "hypervolume")
@@ -93,9 +105,14 @@ def test_search_records_budget_and_front(algorithm, executor, env, capsys):
         final = json.loads(Path(client.download_artifacts(
             parent.info.run_id, "final/summary.json")).read_text())["final"][0]
         assert final["test_accuracy"] > final["holdout_accuracy"] - 0.08, final
+        finals = [c for c in children if c.data.tags["blendprune.final_rank"] != ""]
+        assert [c.data.tags["blendprune.final_rank"] for c in finals] == ["0"]
         assert main(["front", parent.info.run_id, "--tracking-uri", uri,
                      "--plot", str(env / "f.png")]) == 0
         assert "accuracy" in capsys.readouterr().out and (env / "f.png").exists()
+        monkeypatch.chdir(env)  # --plot alone: the default name, here
+        assert main(["front", parent.info.run_id, "--tracking-uri", uri, "--plot"]) == 0
+        assert (env / f"front-{parent.info.run_id}.png").exists()
         assert main(["export", parent.info.run_id, "--rank", "0", "--out",
                      str(env / "m.pt"), "--tracking-uri", uri]) == 0
 
