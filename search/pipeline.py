@@ -19,6 +19,7 @@ from .config import Config
 from .pareto import Objectives, front_hypervolume, front_of, front_rows
 from .plots import plot_correlation, plot_front
 from .prepare import Inputs, Prepared, compute_table, prepare
+from .progress import Progress
 from .resident import Resident
 from .rundir import RunDir
 from .screening import FixedGenomes, pinned_genes, screen_genomes, screened
@@ -86,6 +87,7 @@ class Search:
         self.pool_stats: PoolStats | None = None  # what the actor pool did, once it ran
         self._actors: ActorPool | None = None  # started on first use, kept for the run
         self.screening: dict[str, Any] | None = run.state().get("screening")
+        self.progress = Progress(cfg.search.budget, len(self.records))
         self.rungs: list[dict[str, Any]] = run.rung_records()  # successive halving's scores
         self.finished_trials |= {r["trial_id"] for r in self.rungs}
 
@@ -165,8 +167,9 @@ class Search:
         self.sender.candidate(record)                         # 2. tracked, in the background
         self.strategy.on_trial_complete(trial_id, result)    # 3. learnt and checkpointed
         self.save_state()
+        self.progress.update(index, result, self.objectives.feasible(result))
         if result["status"] != "ok":
-            _log(f"  candidate {index} failed: {result['reason']}")
+            self.progress.write(f"  candidate {index} failed: {result['reason']}")
         if len(self.records) % self.cfg.search.population == 0 or \
                 len(self.records) == self.cfg.search.budget:
             self.end_generation()
@@ -236,7 +239,8 @@ class Search:
         done_now = n - self._completed_at_start
         eta = elapsed / max(done_now, 1) * (self.cfg.search.budget - n)
         cheap = sum(r["generation"] == gen for r in self.rungs)
-        _log(f"gen {gen:>3}  evaluated {n:>4}/{self.cfg.search.budget}  front {len(front):>3}  "
+        self.progress.write(
+             f"gen {gen:>3}  evaluated {n:>4}/{self.cfg.search.budget}  front {len(front):>3}  "
              f"hypervolume {hv:.4f}  best acc within budget {best:.4f}  "
              + (f"(best of {cheap} cheap)  " if cheap else "")
              + f"elapsed {_fmt_time(elapsed)}  eta {_fmt_time(eta)}")
@@ -311,6 +315,7 @@ class Search:
     # -- the whole search ------------------------------------------------------------------
     def run_search(self, resume_state: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         self._completed_at_start = len(self.records)
+        self.progress = Progress(self.cfg.search.budget, len(self.records))
         try:
             if self.cfg.search.screen and self.screening is None:
                 self.screening = self.screen()
@@ -325,6 +330,7 @@ class Search:
                      f"{s.workers} workers ({s.executor})")
                 self.execute(remaining)
         finally:
+            self.progress.close()
             self.close_actors()
         if self.cfg.search.halving > 1:
             report = self.halving_report()

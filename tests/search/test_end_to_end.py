@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -67,6 +68,9 @@ def test_search_records_budget_and_front(algorithm, executor, env, capsys, monke
     out = capsys.readouterr().out
     assert "Pareto front" in out and "mlflow ui --backend-store-uri" in out
     assert out.count("gen ") == 2  # one progress line per generation
+    # not a terminal: one plain line per finished candidate, counting up to the budget
+    done = [int(m) for m in re.findall(rf"^\[\s*(\d+)/{BUDGET}\] candidate \d+: ", out, re.M)]
+    assert done == list(range(1, BUDGET + 1))
     client, parents, children = mlflow_runs(uri)
     assert len(parents) == 1 and len(children) == BUDGET
     assert sum(c.info.status == "FINISHED" for c in children) == BUDGET
