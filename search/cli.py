@@ -117,7 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="copy a final-stage model out of a search")
     p.add_argument("run", help="MLflow parent run id or run folder")
     p.add_argument("--rank", type=int, default=0, help="final-stage rank (0 = most accurate)")
-    p.add_argument("--out", required=True, help="destination file")
+    p.add_argument("--format", choices=["pt", "onnx", "safetensors"], default="pt",
+                   help="pt: for pruning.load_pruned; onnx: checked against torch with "
+                   "onnxruntime, size and latency reported; safetensors: weights and a JSON "
+                   "plan in the folder --out, rebuilt without pickle (load_portable)")
+    p.add_argument("--out", required=True, help="destination file (a folder for safetensors)")
     _add_tracking_arg(p)
 
     sub.add_parser("presets", help="list the built-in presets")
@@ -409,8 +413,10 @@ def cmd_export(args: argparse.Namespace) -> int:
             src = download(uri, parent, f"final/{args.rank}/model.pt")
         except Exception:
             raise UsageError(f"--rank: {args.rank} has no final model in run {parent}") from None
-    shutil.copyfile(src, args.out)
-    print(f"exported rank {args.rank} to {args.out} (load with pruning.load_pruned)")
+    from .export_formats import export
+
+    lines = export(src, args.format, Path(args.out))
+    print(f"exported rank {args.rank} as {args.format}:\n  " + "\n  ".join(lines))
     return 0
 
 
