@@ -124,6 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="destination file (a folder for safetensors)")
     _add_tracking_arg(p)
 
+    p = sub.add_parser("register", help="register a final-stage model of a search in the "
+                       "MLflow model registry")
+    p.add_argument("run", help="MLflow parent run id or run folder")
+    p.add_argument("--rank", type=int, default=0, help="final-stage rank (0 = most accurate)")
+    p.add_argument("--name", required=True, help="registered model name (a new version if "
+                   "it exists)")
+    _add_tracking_arg(p)
+
     sub.add_parser("presets", help="list the built-in presets")
     return parser
 
@@ -420,6 +428,33 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_register(args: argparse.Namespace) -> int:
+    import mlflow
+
+    from .tracking import download
+
+    path, parent, uri = _resolve_run(args.run, args.tracking_uri)
+    summary = path / "final" / "summary.json" if path is not None else None
+    try:
+        if summary is None or not summary.exists():
+            if parent is None:
+                raise LookupError(args.run)
+            summary = download(uri, parent, "final/summary.json")
+        finals = json.loads(summary.read_text())["final"]
+    except Exception:
+        raise UsageError(f"run: {args.run} has no final stage to register from") from None
+    uris = {f["rank"]: f.get("model_uri") for f in finals}
+    if uris.get(args.rank) is None:
+        raise UsageError(f"--rank: {args.rank} has no logged model (ranks: "
+                         f"{', '.join(str(r) for r, u in uris.items() if u) or 'none'})")
+    if uri:
+        mlflow.set_tracking_uri(uri)
+    version = mlflow.register_model(uris[args.rank], args.name)
+    print(f"registered rank {args.rank} as {args.name} version {version.version}: load with "
+          f"mlflow.pytorch.load_model('models:/{args.name}/{version.version}')")
+    return 0
+
+
 def cmd_presets(args: argparse.Namespace) -> int:
     for name in list_presets():
         text = preset_path(name).read_text()
@@ -429,7 +464,8 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"search": cmd_search, "resume": cmd_resume, "train": cmd_train,
-            "front": cmd_front, "export": cmd_export, "presets": cmd_presets}
+            "front": cmd_front, "export": cmd_export, "register": cmd_register,
+            "presets": cmd_presets}
 
 
 def main(argv: list[str] | None = None) -> int:

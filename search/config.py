@@ -222,6 +222,9 @@ class FinalConfig(_Section):
     top_k: int = Field(3, ge=0, description="front members fine-tuned and tested at the end")
     epochs: int = Field(5, ge=0, description="epochs of the final fine-tune")
     lr: float = Field(0.01, gt=0, description="final fine-tune learning rate")
+    registered_model: str | None = Field(
+        "", description="registered model the final-stage models become versions of "
+        "(empty: <name>-<parent run id prefix>, one per search; null: not registered)")
     method: str = Field(
         "finetune", description="how the top-k are finished: a fine-tune, or a training "
         "mode (dcff: filter fusion of the member's plan; cdp: sparse training to the "

@@ -17,7 +17,14 @@ from .rundir import RunDir
 from .tracking import Tracker
 from .training_mode import get_mode
 
-__all__ = ["final_stage"]
+__all__ = ["final_stage", "registered_name"]
+
+
+def registered_name(cfg: Config, tracker: Tracker) -> str | None:
+    """The registered model a search's final models are versions of."""
+    if cfg.final.registered_model is None:
+        return None
+    return cfg.final.registered_model or f"{cfg.name}-{(tracker.parent_id or 'run')[:8]}"
 
 
 def final_stage(cfg: Config, prepared: Prepared, run: RunDir, tracker: Tracker,
@@ -69,6 +76,9 @@ def final_stage(cfg: Config, prepared: Prepared, run: RunDir, tracker: Tracker,
         (folder / "metrics.json").write_text(json.dumps(result, indent=1))
         tracker.artifacts({f"final/{rank}": folder / "model.pt"})
         tracker.artifacts({f"final/{rank}": folder / "README.md"})
+        result["model_uri"] = tracker.log_model(model, ws.example_input, rank=rank,
+                                                index=row["index"],
+                                                registered=registered_name(cfg, tracker))
         tracker.metrics({f"final_{rank}_test_accuracy": test_acc,
                          f"final_{rank}_flops_ratio": result["flops_ratio"]})
         print(f"final {rank}: candidate {row['index']}  holdout {row['accuracy']:.4f}  "

@@ -214,6 +214,37 @@ class Tracker:
         except Exception as exc:
             self._warn("review tags", exc)
 
+    def log_model(self, model: Any, example: Any, *, rank: int, index: int,
+                  registered: str | None) -> str | None:
+        """A final-stage model logged the MLflow way, in its own child run `final-<rank>`:
+        the pytorch flavour with a signature and an input example, registered as a new
+        version of `registered` (if given). Its model URI, or None if the server failed."""
+        import mlflow
+        import mlflow.pytorch
+        import torch
+        from mlflow.models import infer_signature
+
+        try:
+            if self.uri:
+                mlflow.set_tracking_uri(self.uri)
+            x = example[:1].detach().cpu().contiguous()
+            model = model.cpu().eval().to(memory_format=torch.contiguous_format)
+            with torch.no_grad():
+                y = model(x).numpy()
+            with mlflow.start_run(experiment_id=self.experiment_id, run_name=f"final-{rank}",
+                                  parent_run_id=self.parent_id,
+                                  tags={ROLE: "final", INDEX: str(index),
+                                        FINAL_RANK: str(rank)}):
+                info = mlflow.pytorch.log_model(
+                    model, name="model", signature=infer_signature(x.numpy(), y),
+                    input_example=x.numpy(), registered_model_name=registered,
+                    pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+                    serialization_format="pickle", await_registration_for=60)
+            return str(info.model_uri)
+        except Exception as exc:
+            self._warn(f"final model {rank}", exc)
+            return None
+
     def generation(self, generation: int, metrics: dict[str, float]) -> bool:
         from mlflow.entities import Metric
 

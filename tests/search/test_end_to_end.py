@@ -111,6 +111,19 @@ def test_search_records_budget_and_front(algorithm, executor, env, capsys, monke
         assert final["test_accuracy"] > final["holdout_accuracy"] - 0.08, final
         finals = [c for c in children if c.data.tags["blendprune.final_rank"] != ""]
         assert [c.data.tags["blendprune.final_rank"] for c in finals] == ["0"]
+        # the final model, logged with a signature and registered: one version per search
+        import mlflow.pytorch
+
+        name = f"digits-resnet20-{parent.info.run_id[:8]}"
+        (version,) = client.search_model_versions(f"name = '{name}'")
+        mlflow.set_tracking_uri(uri)
+        logged = mlflow.pytorch.load_model(f"models:/{name}/{version.version}")
+        assert logged(__import__("torch").zeros(2, 1, 8, 8)).shape == (2, 10)
+        assert main(["register", parent.info.run_id, "--rank", "0", "--name", "picked",
+                     "--tracking-uri", uri]) == 0
+        assert "registered rank 0 as picked version 1" in capsys.readouterr().out
+        assert main(["register", parent.info.run_id, "--rank", "3", "--name", "picked",
+                     "--tracking-uri", uri]) == 2
         assert main(["front", parent.info.run_id, "--tracking-uri", uri,
                      "--plot", str(env / "f.png")]) == 0
         assert "accuracy" in capsys.readouterr().out and (env / "f.png").exists()
