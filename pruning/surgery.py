@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -113,12 +113,14 @@ class GroupMap:
         ignored: modules whose output channels must stay (default: the classifier, found
             as the layers whose output channels are the model's output, whatever their
             type; a model with none is refused).
+        exclude: groups to leave whole after all (group -> why), as `prunability` finds.
 
     `left_alone` says which groups stay whole and why; `classifier` names the layers found.
     """
 
     def __init__(self, model: nn.Module, example_input: torch.Tensor,
-                 ignored: Sequence[nn.Module] | None = None) -> None:
+                 ignored: Sequence[nn.Module] | None = None,
+                 exclude: Mapping[str, str] | None = None) -> None:
         model_was_training = model.training
         names = {m: n for n, m in model.named_modules()}
         # Layers that run in train mode only (auxiliary heads) read channels too: trace the
@@ -213,7 +215,12 @@ class GroupMap:
             groups.append(ChannelGroup(name, len(tp_group[0].idxs), stage, tuple(producers),
                                        tuple(norms), tuple(ops)))
             self.dependency_groups[name] = tp_group
-        self.groups: tuple[ChannelGroup, ...] = tuple(groups)
+        for name, why in (exclude or {}).items():  # found unprunable (see `prunability`)
+            self.left_alone[name] = why
+            self.dependency_groups.pop(name, None)
+        self.exclude = dict(exclude or {})
+        self.groups: tuple[ChannelGroup, ...] = tuple(g for g in groups
+                                                      if g.name not in self.exclude)
         self._by_name = {g.name: g for g in self.groups}
         self.sizes = {g.name: g.size for g in self.groups}
         self.conv_blocks = self._conv_blocks(dict(model.named_modules()))

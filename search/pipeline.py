@@ -136,6 +136,10 @@ class Search:
         (folder / "clusters.json").write_text(json.dumps(payload, indent=1))
         self.tracker.artifacts({"criteria": png})
         self.tracker.log_dict(payload, "criteria/clusters.json")
+        prunable = {"groups": self.prepared.inputs.prunability,
+                    "left_alone": self.prepared.inputs.group_map.left_alone}
+        (folder / "prunability.json").write_text(json.dumps(prunable, indent=1))
+        self.tracker.log_dict(prunable, "criteria/prunability.json")
         sizes = [len(c["clusters"]) for c in clusters.values()]
         _log(f"criteria: {len(blender.criteria)} criteria form {min(sizes)}-{max(sizes)} "
              f"clusters per group (threshold {self.cfg.criteria.cluster_threshold})")

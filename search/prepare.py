@@ -14,7 +14,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from pruning import (
     load_dataset,
     train,
 )
+from pruning.prunability import prunability
 
 from .config import Config, ConfigError, CriteriaConfig
 from .seed_plans import load_seed_plans
@@ -70,6 +71,7 @@ class Inputs:
     std: torch.Tensor
     model: nn.Module
     group_map: GroupMap
+    prunability: dict[str, str | None] = field(default_factory=dict)  # group -> why not
 
     @cached_property
     def example_input(self) -> torch.Tensor:
@@ -123,10 +125,24 @@ def validate(cfg: Config) -> Inputs:
     except Exception as exc:
         raise ConfigError(f"model.arch: {cfg.model.arch!r} does not run on "
                           f"{cfg.data.dataset} images {tuple(example.shape[1:])}: {exc}") from None
-    inputs = Inputs(cfg, data, tr, ho, mean, std, model, group_map)
+    group_map, report = _prunable(model, group_map, example)
+    inputs = Inputs(cfg, data, tr, ho, mean, std, model, group_map, report)
     _check_budget(inputs)
     load_seed_plans(cfg, group_map)  # readable and of this model, before anything runs
     return inputs
+
+
+def _prunable(model: nn.Module, group_map: GroupMap, example: torch.Tensor
+              ) -> tuple[GroupMap, dict[str, str | None]]:
+    """The groups that survive a one-channel cut; the others left whole, with why."""
+    report = prunability(model, group_map, example)
+    bad = {g: why for g, why in report.items() if why}
+    print(f"prunability: {len(report) - len(bad)} of {len(report)} channel groups prunable"
+          + "".join(f"\n  left whole: {g} ({why})" for g, why in bad.items()), flush=True)
+    if not bad:
+        return group_map, report
+    return GroupMap(model, example, exclude={g: f"not prunable: {why}"
+                                             for g, why in bad.items()}), report
 
 
 def targets(cfg: Config) -> Targets | None:
@@ -213,8 +229,8 @@ def ensure_base_model(inputs: Inputs, log: Log = print) -> str:
     return str(path)
 
 
-ScoreTask = Callable[[nn.Module, Split, torch.Tensor, torch.Tensor, CriteriaConfig],
-                     ScoreTable]
+ScoreTask = Callable[[nn.Module, Split, torch.Tensor, torch.Tensor, CriteriaConfig,
+                      dict[str, str]], ScoreTable]
 
 
 def score_table(inputs: Inputs, checkpoint: str, compute: ScoreTask | None = None,
@@ -240,17 +256,18 @@ def score_table(inputs: Inputs, checkpoint: str, compute: ScoreTask | None = Non
             log(f"score table: {exc}; recomputing")
     log(f"score table: {len(cfg.criteria.pool)} criteria x {len(inputs.group_map)} groups")
     table = (compute or compute_table)(inputs.model, inputs.train, inputs.mean, inputs.std,
-                                       cfg.criteria)
+                                       cfg.criteria, inputs.group_map.exclude)
     path.parent.mkdir(parents=True, exist_ok=True)
     table.save(path)
     return table
 
 
 def compute_table(model: nn.Module, train_split: Split, mean: torch.Tensor,
-                  std: torch.Tensor, criteria: CriteriaConfig) -> ScoreTable:
+                  std: torch.Tensor, criteria: CriteriaConfig, exclude: dict[str, str]
+                  ) -> ScoreTable:
     """Every criterion of the pool on every group of `model`, from a few training batches."""
     # The group map may have been pickled (Ray): rebuild it on this very model.
-    group_map = GroupMap(model, train_split.example())
+    group_map = GroupMap(model, train_split.example(), exclude=exclude)
     loader = train_split.loader(batch_size=64, mean=mean, std=std, shuffle=False,
                                 drop_last=False, seed=0)
     return compute_scores(model, group_map, criteria.pool, loader.batches(criteria.batches))

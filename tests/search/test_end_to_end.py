@@ -94,7 +94,8 @@ def test_search_records_budget_and_front(algorithm, executor, env, capsys, monke
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
     assert f"#/experiments/{exp.experiment_id}/runs?searchFilter=" in out
     arts = {a.path for a in client.list_artifacts(parent.info.run_id, "criteria")}
-    assert arts == {"criteria/correlation.png", "criteria/clusters.json"}
+    assert arts == {"criteria/correlation.png", "criteria/clusters.json",
+                    "criteria/prunability.json"}
     hv = client.get_metric_history(parent.info.run_id, "hypervolume")
     assert [m.step for m in hv] == [0, 1] and hv[1].value >= hv[0].value - 1e-12
     if executor == "actors":
