@@ -247,6 +247,7 @@ def _execute(cfg: Config, run: RunDir, inputs: Inputs, tracker: Tracker, address
             print(f"\nfinal stage: fine-tuning the top {min(cfg.final.top_k, len(rows))} for "
                   f"{cfg.final.epochs} epochs", flush=True)
             finals = final_stage(cfg, prepared, run, tracker, rows)
+            search.plot_front(finals)
         base = finals[0]["base_test_accuracy"] if finals else None
         tracker.review(run.records(), rows, finals,
                        describe(cfg, rows, finals, base, str(run.path.resolve())))

@@ -222,6 +222,9 @@ class FinalConfig(_Section):
     top_k: int = Field(3, ge=0, description="front members fine-tuned and tested at the end")
     epochs: int = Field(5, ge=0, description="epochs of the final fine-tune")
     lr: float = Field(0.01, gt=0, description="final fine-tune learning rate")
+    seeds: int = Field(2, ge=1, description="fine-tunes per top-k member, each with its own "
+                       "batch order: test accuracy is their mean, the spread is reported, "
+                       "the first seed's model is exported")
     registered_model: str | None = Field(
         "", description="registered model the final-stage models become versions of "
         "(empty: <name>-<parent run id prefix>, one per search; null: not registered)")

@@ -9,6 +9,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import numpy as np
+import torch
+
 from pruning import Distill, Plan, adaptive_bn, apply_plan, count_cost, save_pruned, train
 
 from .config import Config
@@ -38,40 +41,25 @@ def final_stage(cfg: Config, prepared: Prepared, run: RunDir, tracker: Tracker,
     base_flops = count_cost(ws.model, ws.example_input)[0]
     out = []
     for rank, row in enumerate(picks):
-        plan = Plan.from_dict(records[row["index"]]["result"]["plan"])
-        loader = ws.loader(ws.train, train=True, batch_size=cfg.evaluation.batch_size,
-                           seed=cfg.search.seed + rank)
-        distill = Distill(ws.model, cfg.evaluation.distill) if cfg.evaluation.distill else None
-        if cfg.final.method != "finetune" and cfg.final.epochs:
-            s = get_mode(cfg.final.method).build(cfg, ws, plan, cfg.final.epochs,
-                                                 cfg.final.lr, len(loader))
-            train(s.model, loader, epochs=s.epochs, lr=s.lr, warmup_epochs=0.0,
-                  label_smoothing=0.0, distill=distill, hooks=s.hooks)
-            model, plan = s.compact()
-            model.eval()
-        else:
-            model = apply_plan(ws.model, ws.group_map, plan, keep=cfg.genome.keep)
-            # As the candidate was scored: BatchNorm statistics re-estimated first, so a
-            # short fine-tune does not end with running statistics half the unpruned net's.
-            bn = ws.train.loader(batch_size=cfg.evaluation.batch_size, mean=ws.mean,
-                                 std=ws.std, seed=cfg.search.seed + 1)
-            adaptive_bn(model, bn.batches(cfg.evaluation.bn_batches))
-            if cfg.final.epochs:
-                train(model, loader, epochs=cfg.final.epochs, lr=cfg.final.lr,
-                      warmup_epochs=0.0, label_smoothing=0.0, distill=distill)
-        test_acc = ws.test_accuracy(model)
+        start = Plan.from_dict(records[row["index"]]["result"]["plan"])
+        trained = [_finish(cfg, prepared, start, cfg.search.seed + rank + 1000 * k)
+                   for k in range(cfg.final.seeds)]
+        accuracies = [ws.test_accuracy(m) for m, _ in trained]
+        model, plan = trained[0]  # the first seed's model is the one exported
+        test_acc = float(np.mean(accuracies))
         folder = run.path / "final" / str(rank)
         folder.mkdir(parents=True, exist_ok=True)
         save_pruned(model, folder / "model.pt", arch=cfg.model.arch, plan=plan,
                     num_classes=ws.data.num_classes,
                     input_shape=tuple(ws.example_input.shape),
-                    extra={"index": row["index"], "test_accuracy": test_acc,
+                    extra={"index": row["index"], "test_accuracy": accuracies[0],
                            "mean": ws.mean.tolist(), "std": ws.std.tolist()})
         (folder / "README.md").write_text(_LOAD_NOTE.format(rank=rank))
         # counted on the model: a training mode (cdp) may end on other channels
         flops, params = count_cost(model, ws.example_input)
         result = {"rank": rank, "index": row["index"], "holdout_accuracy": row["accuracy"],
-                  "test_accuracy": test_acc, "flops": flops,
+                  "test_accuracy": test_acc, "test_accuracies": accuracies,
+                  "exported_test_accuracy": accuracies[0], "flops": flops,
                   "flops_ratio": flops / base_flops, "params": params}
         (folder / "metrics.json").write_text(json.dumps(result, indent=1))
         tracker.artifacts({f"final/{rank}": folder / "model.pt"})
@@ -81,9 +69,11 @@ def final_stage(cfg: Config, prepared: Prepared, run: RunDir, tracker: Tracker,
                                                 registered=registered_name(cfg, tracker))
         tracker.metrics({f"final_{rank}_test_accuracy": test_acc,
                          f"final_{rank}_flops_ratio": result["flops_ratio"]})
+        spread = (f" (seeds {min(accuracies):.4f}-{max(accuracies):.4f})"
+                  if len(accuracies) > 1 else "")
         print(f"final {rank}: candidate {row['index']}  holdout {row['accuracy']:.4f}  "
-              f"test {test_acc:.4f} after {cfg.final.epochs} epochs of {cfg.final.method}  "
-              f"FLOPs ratio {result['flops_ratio']:.3f}", flush=True)
+              f"test {test_acc:.4f}{spread} after {cfg.final.epochs} epochs of "
+              f"{cfg.final.method}  FLOPs ratio {result['flops_ratio']:.3f}", flush=True)
         out.append(result)
     base = ws.test_accuracy(ws.model)
     for result in out:
@@ -91,6 +81,32 @@ def final_stage(cfg: Config, prepared: Prepared, run: RunDir, tracker: Tracker,
     tracker.metrics({"base_test_accuracy": base})
     tracker.log_dict({"final": out}, "final/summary.json")
     return out
+
+
+def _finish(cfg: Config, prepared: Prepared, plan: Plan, seed: int
+            ) -> tuple[torch.nn.Module, Plan]:
+    """One front member trained longer with one seed: (model in eval mode, its plan)."""
+    ws = prepared.inputs
+    loader = ws.loader(ws.train, train=True, batch_size=cfg.evaluation.batch_size, seed=seed)
+    distill = Distill(ws.model, cfg.evaluation.distill) if cfg.evaluation.distill else None
+    torch.manual_seed(seed)
+    if cfg.final.method != "finetune" and cfg.final.epochs:
+        s = get_mode(cfg.final.method).build(cfg, ws, plan, cfg.final.epochs, cfg.final.lr,
+                                             len(loader))
+        train(s.model, loader, epochs=s.epochs, lr=s.lr, warmup_epochs=0.0,
+              label_smoothing=0.0, distill=distill, hooks=s.hooks)
+        model, plan = s.compact()
+        return model.eval(), plan
+    model = apply_plan(ws.model, ws.group_map, plan, keep=cfg.genome.keep)
+    # As the candidate was scored: BatchNorm statistics re-estimated first, so a short
+    # fine-tune does not end with running statistics half the unpruned net's.
+    bn = ws.train.loader(batch_size=cfg.evaluation.batch_size, mean=ws.mean, std=ws.std,
+                         seed=cfg.search.seed + 1)
+    adaptive_bn(model, bn.batches(cfg.evaluation.bn_batches))
+    if cfg.final.epochs:
+        train(model, loader, epochs=cfg.final.epochs, lr=cfg.final.lr, warmup_epochs=0.0,
+              label_smoothing=0.0, distill=distill)
+    return model.eval(), plan
 
 
 _LOAD_NOTE = """# Pruned model (rank {rank} of the final stage)

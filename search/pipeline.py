@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -126,7 +127,8 @@ class Search:
         blender = self.prepared.decoder.blender
         rhos = {g: cl.rho for g, cl in blender.clusterings.items()}
         folder = self.run.path / "criteria"
-        png = plot_correlation(list(blender.criteria), rhos, folder / "correlation.png")
+        png = plot_correlation(list(blender.criteria), rhos, folder / "correlation.png",
+                               blender.model_clusters())
         clusters = {g: {"size": len(self.prepared.table.scores[g][blender.criteria[0]]),
                         "clusters": cl.clusters,
                         "rho": np.round(cl.rho, 4).tolist()}
@@ -390,13 +392,20 @@ class Search:
         folder = self.run.path / "pareto"
         folder.mkdir(exist_ok=True)
         (folder / "front.json").write_text(json.dumps({"front": rows}, indent=1))
-        png = plot_front(self.records, front, folder / "front.png",
+        self.tracker.front(rows, self.plot_front())
+        return rows
+
+    def plot_front(self, finals: list[dict[str, Any]] | None = None) -> Path:
+        """pareto/front.png; with the final stage's results once it has run."""
+        png = plot_front(self.records, front_of(self.records, self.objectives),
+                         self.run.path / "pareto" / "front.png",
                          max_flops_ratio=self.cfg.constraints.max_flops_ratio,
                          title=f"{self.cfg.name}: {self.cfg.search.algorithm}, "
                                f"{len(self.records)} candidates",
-                         base_accuracy=self.prepared.base_accuracy)
-        self.tracker.front(rows, png)
-        return rows
+                         base_accuracy=self.prepared.base_accuracy, finals=finals or ())
+        if finals:
+            self.tracker.artifacts({"pareto": png})
+        return png
 
 
 def prepare_workspace(inputs: Inputs, *, on_ray: bool) -> Prepared:
