@@ -39,9 +39,12 @@ def describe(cfg: Config, rows: list[dict[str, Any]], finals: list[dict[str, Any
 
 
 def links(base: str, experiment_id: str, parent: str) -> dict[str, str]:
-    """The parent run, and the runs table filtered to the front, best accuracy first."""
-    where = quote("tags.`blendprune.on_front` = 'true'")
+    """The parent run, and the runs table filtered to this search's front, best accuracy
+    first, in the UI's model-training workflow."""
+    where = quote(f"tags.`blendprune.on_front` = 'true' and tags.`mlflow.parentRunId` = "
+                  f"'{parent}'")
     order = quote("metrics.`accuracy`")
-    return {"run": f"{base}/#/experiments/{experiment_id}/runs/{parent}",
+    ml = "workflowType=machine_learning"
+    return {"run": f"{base}/#/experiments/{experiment_id}/runs/{parent}?{ml}",
             "front": f"{base}/#/experiments/{experiment_id}/runs?searchFilter={where}"
-                     f"&orderByKey={order}&orderByAsc=false"}
+                     f"&orderByKey={order}&orderByAsc=false&{ml}"}
