@@ -68,6 +68,9 @@ def final_stage(cfg: Config, prepared: Prepared, run: RunDir, tracker: Tracker,
                                                 index=row["index"],
                                                 registered=registered_name(cfg, tracker))
         tracker.metrics({f"final_{rank}_test_accuracy": test_acc,
+                         f"final_{rank}_candidate": float(row["index"]),
+                         f"final_{rank}_test_accuracy_min": min(accuracies),
+                         f"final_{rank}_test_accuracy_max": max(accuracies),
                          f"final_{rank}_flops_ratio": result["flops_ratio"]})
         spread = (f" (seeds {min(accuracies):.4f}-{max(accuracies):.4f})"
                   if len(accuracies) > 1 else "")

@@ -27,9 +27,11 @@ def describe(cfg: Config, rows: list[dict[str, Any]], finals: list[dict[str, Any
         lines.append(f"| {k} | {r['index']} | {r['accuracy']:.4f} | {r['flops_ratio']:.1%} | "
                      f"{r['params_ratio']:.1%} | {r.get('seed') or ''} |")
     if finals:
-        lines += ["", "Final stage (fine-tuned longer, tested once):", "",
-                  "| final rank | candidate | test acc. | FLOPs |", "|---:|---:|---:|---:|"]
+        lines += ["", "Final stage (fine-tuned longer with several seeds, tested once):", "",
+                  "| final rank | candidate | test acc. (mean) | seeds' range | FLOPs |",
+                  "|---:|---:|---:|---:|---:|"]
         lines += [f"| {f['rank']} | {f['index']} | {f['test_accuracy']:.4f} | "
+                  f"{min(f['test_accuracies']):.4f}-{max(f['test_accuracies']):.4f} | "
                   f"{f['flops_ratio']:.1%} |" for f in finals]
         lines += ["", "Load the chosen model (rank 0):", "", "```python",
                   "from pruning import load_pruned",
