@@ -207,9 +207,20 @@ def zoo_table(d: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def seed_methods(d: dict[str, Any]) -> list[tuple[str, str, str]]:
+    a, s = d["settings"], d["summary"]
+    runs = ", ".join(f"{m} {_pct(r['median'])} (FLOPs {r['flops_ratio']:.3f}, "
+                     f"{len(r['runs'])} seed{'s' * (len(r['runs']) > 1)})"
+                     for m, r in s.items())
+    return [(f"seed_methods, {a['dataset']} ResNet-20 at {a['flops']:g} FLOPs, "
+             f"{a['epochs']} epochs each", f"test accuracy: {runs}",
+             "evidence (training modes vs fine-tuning)")]
+
+
 SUMMARIZERS = {"candidate_cost": candidate_cost, "overhead": overhead, "scaling": scaling,
                "cluster_sim": cluster_sim, "gpu_packing": gpu_packing, "vs_naive": vs_naive,
-               "pareto_quality": pareto_quality, "fidelity": fidelity, "zoo": zoo}
+               "pareto_quality": pareto_quality, "fidelity": fidelity, "zoo": zoo,
+               "seed_methods": seed_methods}
 
 
 def table(results: Path = RESULTS) -> str:
