@@ -51,6 +51,7 @@ def load_pruned(path: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any]
         raise ValueError(f"{os.fspath(path)}: not a {FORMAT} file")
     shape = payload["input_shape"]
     model = _rebuild(payload["arch"], payload["num_classes"], shape, payload["plan"])
+    _with_bypasses(model, payload["state_dict"])
     model.load_state_dict(payload["state_dict"])
     meta = {k: v for k, v in payload.items() if k != "state_dict"}
     return model.eval(), meta
@@ -63,6 +64,22 @@ def _rebuild(arch: str, num_classes: int, shape: list[int], plan: dict[str, list
     group_map = GroupMap(model, torch.zeros(shape))
     apply_plan(model, group_map, Plan.from_dict(plan), inplace=True)
     return model
+
+
+def _with_bypasses(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Kept LAPP bypasses (`conv` + `bypass` under one name) where the weights have them."""
+    from .lapp import Bypassed
+
+    for key, w in state.items():
+        if not key.endswith(".bypass.weight") or f"{key[:-14]}.conv.weight" not in state:
+            continue
+        name = key[:-len(".bypass.weight")]
+        conv = model.get_submodule(name)
+        assert isinstance(conv, nn.Conv2d)
+        bypass = nn.Conv2d(w.shape[1], w.shape[0], 1, stride=(conv.stride[0], conv.stride[1]),
+                           bias=False)
+        parent, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(parent), attr, Bypassed(conv, bypass))
 
 
 def save_portable(model: nn.Module, folder: str | os.PathLike[str], *, arch: str,
@@ -97,7 +114,9 @@ def load_portable(folder: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, 
     if meta.get("format") != PORTABLE:
         raise ValueError(f"{spec}: not a {PORTABLE} description")
     model = _rebuild(meta["arch"], meta["num_classes"], meta["input_shape"], meta["plan"])
-    model.load_state_dict(load_file(str(Path(folder) / "model.safetensors")))
+    state = load_file(str(Path(folder) / "model.safetensors"))
+    _with_bypasses(model, state)
+    model.load_state_dict(state)
     return model.eval(), meta
 
 

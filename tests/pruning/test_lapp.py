@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from pruning import CostModel, GroupMap, Plan, create_model, train
+from pruning import CostModel, GroupMap, Plan, create_model, load_pruned, save_pruned, train
 from pruning.lapp import LAPP, BypassConv2d, Bypassed, flops_target
 
 
@@ -85,7 +85,8 @@ def test_a_merged_bypass_computes_conv_plus_bypass(stride):
 
 @pytest.mark.parametrize("arch, bypass", [("resnet20", "merge"), ("resnet20", "keep"),
                                           ("vgg16", "merge"), ("resnet20", "none")])
-def test_training_freezes_at_the_target_and_the_compact_model_is_the_masked_one(arch, bypass):
+def test_training_freezes_at_the_target_and_the_compact_model_is_the_masked_one(arch, bypass,
+                                                                               tmp_path):
     base, lapp, x = _setup(arch, target=0.4, bypass=bypass)
     assert any(isinstance(m, BypassConv2d) for m in lapp.model.modules()) == (bypass != "none")
     y = torch.randint(0, 10, (4,))
@@ -100,6 +101,13 @@ def test_training_freezes_at_the_target_and_the_compact_model_is_the_masked_one(
                                    rtol=1e-4, atol=1e-4)
     kept = lapp.kept_plan()
     assert sum(len(k) for k in kept.kept.values()) < sum(g.size for g in lapp.groups)
+    path = tmp_path / "m.pt"  # and it loads back as saved, kept bypasses included
+    save_pruned(compact, path, arch=arch, plan=kept, num_classes=10,
+                input_shape=(1, 3, 16, 16))
+    loaded, _ = load_pruned(path)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x.contiguous()), compact(x.contiguous()),
+                                   rtol=1e-5, atol=1e-5)
 
 
 def test_bad_options_name_the_field():
