@@ -11,7 +11,7 @@ def rec(acc, flops, status="ok"):
 
 
 ARGS = Namespace(targets=[0.3, 0.5], seeds=[0, 1], final_seeds=2, final_steps=800,
-                 methods=["blendprune", "random"])
+                 methods=["blendprune", "random"], modes=["cdp"])
 
 
 def test_picks_and_paired_differences_share_fine_tune_seeds():
@@ -37,7 +37,13 @@ def test_picks_and_paired_differences_share_fine_tune_seeds():
             base = 0.80 if key.startswith("single") else 0.82
             finals[f"800:{key}/{f}"] = base + 0.001 * f  # the same batches: the same shift
     del finals["800:blendprune/1/0.5/3"]  # a final still to come is left out, not mispaired
-    out = summarize(ARGS, searches, singles, finals, chosen, base_test=0.92)
+    # a training mode at a target: keyed like the single criterion (no search seed)
+    finals.update({"800:cdp/0/0.3/0": 0.83, "800:cdp/0/0.3/1": 0.84})
+    spent = {"800:cdp/0/0.3/0": 100.0, "800:cdp/0/0.3/1": 120.0}
+    out = summarize(ARGS, searches, singles, finals, chosen, base_test=0.92,
+                    mode_seconds=spent)
+    assert out["matched"]["0.3"]["cdp"]["n"] == 2 and "cdp" not in out["matched"]["0.5"]
+    assert out["compute_seconds"]["cdp"] == 110.0 and "cdp" not in out["hypervolume"]
     diff = out["paired_vs_best_single"]
     assert diff["0.3"]["mean"] == pytest.approx(0.02) and diff["0.3"]["n"] == 4
     assert diff["0.3"]["lo"] == pytest.approx(0.02)  # identical differences: no spread
