@@ -143,7 +143,7 @@ def main() -> None:
             print(f"{name:14s} test {r['test_accuracy']:.4f}  FLOPs {r['flops_ratio']:.3f}  "
                   f"{r['train_seconds']:.0f} s", flush=True)
     summary = {}
-    for m in args.methods:
+    for m in METHODS:  # every method in the cache at these settings, whichever ran now
         runs = [done[f"{m}/{s}"] for s in args.seeds if f"{m}/{s}" in done]
         if runs:
             accs = [r["test_accuracy"] for r in runs]
