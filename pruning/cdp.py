@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from .cost import CostModel
-from .dcff import conv_args
+from .dcff import conv_args, plain_conv, set_weights
 from .plan import Plan
 from .surgery import GroupMap, apply_plan
 from .targets import fewest_to_meet
@@ -72,10 +72,7 @@ class SkeletonConv2d(nn.Conv2d):
     def __init__(self, conv: nn.Conv2d) -> None:
         super().__init__(**conv_args(conv), bias=conv.bias is not None,
                          device=conv.weight.device, dtype=conv.weight.dtype)
-        with torch.no_grad():
-            self.weight.copy_(conv.weight)
-            if conv.bias is not None and self.bias is not None:
-                self.bias.copy_(conv.bias)
+        set_weights(self, conv.weight, conv.bias)
         shape = (conv.out_channels, *conv.kernel_size)
         self.skeleton = nn.Parameter(torch.ones(shape, device=self.weight.device,
                                                 dtype=self.weight.dtype))
@@ -262,6 +259,7 @@ class CDP(TrainHooks):
     @torch.no_grad()
     def after_backward(self, step: int) -> None:
         if not self.frozen:
+            dead = sum(self.killed.values())
             self._update_masks()
             scheduled = self.scheduled(step)
             last = step + 1 >= self.sparse_steps
@@ -271,7 +269,8 @@ class CDP(TrainHooks):
                 self.prop = min(max(prop, self.prop_range[0]), self.prop_range[1])
                 if last or live > scheduled + LAG:
                     self._cut_to(self.target if last else scheduled)
-            self.frozen = self.flops_ratio() <= self.target
+            if sum(self.killed.values()) != dead:  # the FLOPs move only when channels die
+                self.frozen = self.flops_ratio() <= self.target
         self._apply_masks()
 
     def after_step(self, step: int) -> None:
@@ -366,14 +365,8 @@ class CDP(TrainHooks):
         model = copy.deepcopy(self.model)
         for name, m in list(model.named_modules()):
             if isinstance(m, SkeletonConv2d):
-                conv = nn.Conv2d(**conv_args(m), bias=m.bias is not None,
-                                 device=m.weight.device, dtype=m.weight.dtype)
-                with torch.no_grad():
-                    conv.weight.copy_(m.folded())
-                    if m.bias is not None and conv.bias is not None:
-                        conv.bias.copy_(m.bias)
                 parent, _, attr = name.rpartition(".")
-                setattr(model.get_submodule(parent), attr, conv)
+                setattr(model.get_submodule(parent), attr, plain_conv(m, m.folded(), m.bias))
         plan = self.kept_plan()
         return apply_plan(model, self.group_map, plan, inplace=True)
 

@@ -31,7 +31,7 @@ from .plan import Plan
 from .surgery import GroupMap, apply_plan
 from .train import TrainHooks
 
-__all__ = ["DCFF", "FusedConv2d", "conv_args", "temperature"]
+__all__ = ["DCFF", "FusedConv2d", "conv_args", "plain_conv", "set_weights", "temperature"]
 
 SCORE_UPDATES = ("every_epoch", "freeze_nonfinite")
 
@@ -51,6 +51,22 @@ def conv_args(conv: nn.Conv2d) -> dict[str, Any]:
     return {"in_channels": conv.in_channels, "out_channels": conv.out_channels,
             "kernel_size": conv.kernel_size, "stride": conv.stride, "padding": conv.padding,
             "dilation": conv.dilation, "groups": conv.groups, "padding_mode": conv.padding_mode}
+
+
+@torch.no_grad()
+def set_weights(conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+    conv.weight.copy_(weight)
+    if bias is not None and conv.bias is not None:
+        conv.bias.copy_(bias)
+
+
+def plain_conv(like: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None
+               ) -> nn.Conv2d:
+    """An `nn.Conv2d` of `like`'s kind holding `weight` and `bias` (a wrapped conv baked)."""
+    conv = nn.Conv2d(**conv_args(like), bias=bias is not None, device=weight.device,
+                     dtype=weight.dtype)
+    set_weights(conv, weight, bias)
+    return conv
 
 
 class FusedConv2d(nn.Conv2d):
@@ -188,13 +204,6 @@ class DCFF(TrainHooks):
         model = copy.deepcopy(self.model)
         for name, m in list(model.named_modules()):
             if isinstance(m, FusedConv2d):
-                w, b = m.fused()
-                conv = nn.Conv2d(**conv_args(m), bias=b is not None, device=w.device,
-                                 dtype=w.dtype)
-                with torch.no_grad():
-                    conv.weight.copy_(w)
-                    if b is not None and conv.bias is not None:
-                        conv.bias.copy_(b)
                 parent, _, attr = name.rpartition(".")
-                setattr(model.get_submodule(parent), attr, conv)
+                setattr(model.get_submodule(parent), attr, plain_conv(m, *m.fused()))
         return model

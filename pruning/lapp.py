@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cost import CostModel
-from .dcff import conv_args
+from .dcff import conv_args, plain_conv, set_weights
 from .plan import Plan
 from .surgery import GroupMap, apply_plan
 from .targets import fewest_to_meet
@@ -61,10 +61,7 @@ class BypassConv2d(nn.Conv2d):
     def __init__(self, conv: nn.Conv2d) -> None:
         super().__init__(**conv_args(conv), bias=conv.bias is not None,
                          device=conv.weight.device, dtype=conv.weight.dtype)
-        with torch.no_grad():
-            self.weight.copy_(conv.weight)
-            if conv.bias is not None and self.bias is not None:
-                self.bias.copy_(conv.bias)
+        set_weights(self, conv.weight, conv.bias)
         self.bypass = nn.Conv2d(conv.in_channels, conv.out_channels, 1,
                                 stride=(conv.stride[0], conv.stride[1]),
                                 bias=False, device=conv.weight.device,
@@ -77,15 +74,10 @@ class BypassConv2d(nn.Conv2d):
 
     def merged(self) -> nn.Conv2d:
         """One plain conv computing the same: the bypass added to the centre tap."""
-        conv = nn.Conv2d(**conv_args(self), bias=self.bias is not None,
-                         device=self.weight.device, dtype=self.weight.dtype)
         kh, kw = self.kernel_size
-        with torch.no_grad():
-            conv.weight.copy_(self.weight)
-            conv.weight[:, :, kh // 2, kw // 2] += self.bypass.weight[:, :, 0, 0]
-            if self.bias is not None and conv.bias is not None:
-                conv.bias.copy_(self.bias)
-        return conv
+        weight = self.weight.detach().clone()
+        weight[:, :, kh // 2, kw // 2] += self.bypass.weight.detach()[:, :, 0, 0]
+        return plain_conv(self, weight, self.bias)
 
 
 class Bypassed(nn.Module):
@@ -324,11 +316,7 @@ class LAPP(TrainHooks):
                 keep = torch.as_tensor(np.setdiff1d(np.arange(w.shape[dim]), drop),
                                        device=w.device)
                 w = w.index_select(dim, keep)
-            conv = nn.Conv2d(**conv_args(m), bias=m.bias is not None, device=w.device,
-                             dtype=w.dtype)
-            conv.weight.copy_(m.weight)
-            if m.bias is not None and conv.bias is not None:
-                conv.bias.copy_(m.bias)
+            conv = plain_conv(m, m.weight, m.bias)
             bypass = nn.Conv2d(w.shape[1], w.shape[0], 1, stride=(m.stride[0], m.stride[1]),
                                bias=False,
                                device=w.device, dtype=w.dtype)

@@ -6,14 +6,13 @@ ratio (CDP then finds its own channels at that cost). `search.training_mode` run
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
-from pruning import CDP, CostModel, Plan, create_model
+from pruning import CDP, CostModel, Plan
 
 from .config import Config
 from .prepare import Inputs
-from .training_mode import Mode, Session
+from .training_mode import Mode, Session, start_model, target_of
 
 __all__ = ["MODE"]
 
@@ -22,17 +21,12 @@ def build(cfg: Config, inputs: Inputs, plan: Plan | None, epochs: int, lr: float
           steps_per_epoch: int) -> Session:
     c = cfg.cdp
     cost = CostModel(inputs.model, inputs.group_map, inputs.example_input)
-    target = c.target_flops_ratio
-    if plan is not None:
-        target = cost.predict(plan)[0] / cost.base_flops
-    base = inputs.model
-    if c.init == "scratch":
-        torch.manual_seed(cfg.base_training.seed)
-        base = create_model(cfg.model.arch, inputs.data.num_classes, inputs.data.in_channels)
+    target = target_of(cost, plan, c.target_flops_ratio)
+    base = start_model(cfg, inputs, c.init)
+    if c.init == "scratch":  # the public code's BN scale
         for m in base.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None:
                 nn.init.constant_(m.weight, 0.5)
-        base.eval()
     cdp = CDP(base, inputs.group_map, cost, target_flops_ratio=target,
               sparse_steps=round(c.sparse_fraction * epochs * steps_per_epoch), lr=lr,
               delta=c.delta, prop=c.prop, var=c.var, var2=c.var2, r_prop=c.r_prop,

@@ -12,12 +12,12 @@ from collections.abc import Callable
 
 import torch
 
-from pruning import DCFF, CostModel, GroupMap, Plan, compute_scores, create_model
+from pruning import DCFF, CostModel, GroupMap, Plan, compute_scores
 from pruning.targets import top_plan, uniform_plan
 
 from .config import Config, ConfigError
 from .prepare import Inputs
-from .training_mode import Mode, Session, group_order
+from .training_mode import Mode, Session, group_order, start_model
 
 __all__ = ["MODE", "PRESETS", "initial_plan", "plan_rates"]
 
@@ -93,13 +93,9 @@ def build(cfg: Config, inputs: Inputs, plan: Plan | None, epochs: int, lr: float
     cost = CostModel(inputs.model, inputs.group_map, inputs.example_input)
     if plan is None:
         plan = initial_plan(cfg, inputs, cost)
-    base = inputs.model
-    if d.init == "scratch":
-        torch.manual_seed(cfg.base_training.seed)
-        base = create_model(cfg.model.arch, inputs.data.num_classes, inputs.data.in_channels)
-        base.eval()
-    dcff = DCFF(base, inputs.group_map, plan, epochs, distance=d.distance,
-                score_update=d.score_update, t_start=d.t_start, t_end=d.t_end)
+    dcff = DCFF(start_model(cfg, inputs, d.init), inputs.group_map, plan, epochs,
+                distance=d.distance, score_update=d.score_update, t_start=d.t_start,
+                t_end=d.t_end)
     flops_ratio = cost.predict(plan)[0] / cost.base_flops
     return Session(
         dcff.model, dcff, epochs, lr,

@@ -9,16 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-from torch import nn
-
-from pruning import CostModel, Plan, compute_scores, create_model
+from pruning import CostModel, Plan, compute_scores
 from pruning.lapp import LAPP
 
 from .config import Config
 from .plots import plot_widths
 from .prepare import Inputs
-from .training_mode import Mode, Session, group_order
+from .training_mode import Mode, Session, group_order, start_model, target_of
 
 __all__ = ["MODE"]
 
@@ -28,19 +25,12 @@ def build(cfg: Config, inputs: Inputs, plan: Plan | None, epochs: int, lr: float
     c = cfg.lapp
     gm = inputs.group_map
     cost = CostModel(inputs.model, gm, inputs.example_input)
-    target = c.target_flops_ratio
-    if plan is not None:
-        target = cost.predict(plan)[0] / cost.base_flops
+    target = target_of(cost, plan, c.target_flops_ratio)
     scores = None
     if c.criterion != "bn_gamma":
         table = compute_scores(inputs.model, gm, [c.criterion])
         scores = {g.name: table.scores[g.name][c.criterion] for g in gm}
-    model: nn.Module = inputs.model
-    if c.init == "scratch":
-        torch.manual_seed(cfg.base_training.seed)
-        model = create_model(cfg.model.arch, inputs.data.num_classes, inputs.data.in_channels)
-        model.eval()
-    lapp = LAPP(model, gm, cost, target_flops_ratio=target,
+    lapp = LAPP(start_model(cfg, inputs, c.init), gm, cost, target_flops_ratio=target,
                 prune_steps=round(min(c.prune_epochs, epochs) * steps_per_epoch), lam=c.lam,
                 temperature=c.temperature, bypass=c.bypass, scores=scores)
 

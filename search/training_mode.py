@@ -21,7 +21,17 @@ from typing import Any, Protocol
 import torch
 import yaml
 
-from pruning import GroupMap, Plan, TrainHooks, count_cost, evaluate, save_pruned, train
+from pruning import (
+    CostModel,
+    GroupMap,
+    Plan,
+    TrainHooks,
+    count_cost,
+    create_model,
+    evaluate,
+    save_pruned,
+    train,
+)
 from pruning.registry import Registry
 
 from .config import Config
@@ -29,7 +39,7 @@ from .prepare import Inputs
 from .tracking import ROLE, Tracker
 
 __all__ = ["MODES", "Mode", "Session", "get_mode", "group_order", "list_modes", "register_mode",
-           "run_mode"]
+           "run_mode", "start_model", "target_of"]
 
 
 @dataclass
@@ -81,6 +91,20 @@ def get_mode(name: str) -> Mode:
     if not isinstance(entry, Mode):
         raise ValueError(f"--method: {name!r} is not a training Mode")
     return entry
+
+
+def start_model(cfg: Config, inputs: Inputs, init: str) -> torch.nn.Module:
+    """The trained base model ("base"), or a fresh one of its arch ("scratch", seeded by
+    `base_training.seed`)."""
+    if init != "scratch":
+        return inputs.model
+    torch.manual_seed(cfg.base_training.seed)
+    return create_model(cfg.model.arch, inputs.data.num_classes, inputs.data.in_channels).eval()
+
+
+def target_of(cost: CostModel, plan: Plan | None, default: float) -> float:
+    """A front member's FLOPs ratio (the target a mode trains down to), else `default`."""
+    return default if plan is None else cost.predict(plan)[0] / cost.base_flops
 
 
 def group_order(model: torch.nn.Module, group_map: GroupMap) -> list[str]:
