@@ -19,6 +19,8 @@ and recorded with its BN-only accuracy and its wall time. Methods:
                  fine-tune, as long (whole epochs nearest `--final-steps`): DCFF on the
                  uniform L1 plan, CDP and LAPP from the base model down to the target
                  (`--modes`)
+  dcff-searched  DCFF on the default search's pick at each target, with that pick's
+                 search and fine-tune seeds, so it pairs with the pick's plain fine-tune
 
 Every search gets the same number of candidates per search seed, duplicates of an
 evaluated plan skipped as in the product. At each target, the best holdout candidate of
@@ -262,14 +264,17 @@ def run_final(job: tuple[str, dict[str, list[int]], int]) -> tuple[str, float]:
     return key, final_accuracy(b, plan, seed, b.args.final_steps)
 
 
-MODES = ("dcff", "cdp", "lapp")
+MODES = ("dcff", "cdp", "lapp", "dcff-searched")
+SEARCHED_MODES = {"dcff-searched": "dcff"}  # a mode on the default search's picks
 
 
-def run_mode(job: tuple[str, str, float, int]) -> tuple[str, float, float]:
+def run_mode(job: tuple[str, str, float, int, dict[str, list[int]] | None]
+             ) -> tuple[str, float, float]:
     """Training mode `mode` at FLOPs target t with one seed, for as many whole epochs as
-    are nearest a final fine-tune's steps (same lr, no warm-up); its test accuracy and
-    training seconds."""
-    key, mode, t, seed = job
+    are nearest a final fine-tune's steps (same lr, no warm-up), on `plan` where the mode
+    takes one (None: the uniform L1 plan); its test accuracy and training seconds."""
+    key, mode, t, seed, given = job
+    mode = SEARCHED_MODES.get(mode, mode)
     b = _bench()
     torch.manual_seed(seed)
     loader = TensorLoader(*b.tr, batch_size=128, mean=b.mean, std=b.std, augment=True,
@@ -281,8 +286,9 @@ def run_mode(job: tuple[str, str, float, int]) -> tuple[str, float, float]:
         method = LAPP(b.model, b.gm, cost, target_flops_ratio=t,
                       prune_steps=round(0.5 * epochs * len(loader)))
     elif mode == "dcff":
-        plan = uniform_plan({g.name: b.table.scores[g.name]["l1"] for g in b.gm},
-                            lambda p: cost.predict(p)[0] / cost.base_flops, t)
+        plan = Plan.from_dict(given) if given else uniform_plan(
+            {g.name: b.table.scores[g.name]["l1"] for g in b.gm},
+            lambda p: cost.predict(p)[0] / cost.base_flops, t)
         method = DCFF(b.model, b.gm, plan, epochs)
     else:
         method = CDP(b.model, b.gm, cost, target_flops_ratio=t, lr=0.02,
@@ -353,7 +359,7 @@ def summarize(args: argparse.Namespace, searches: dict[str, dict], singles: list
     f = args.final_seeds
 
     def test(m: str, t: float, s: int, fs: int) -> float | None:
-        unseeded = m == "single" or m in MODES  # no search seed: keyed as seed 0
+        unseeded = m == "single" or (m in MODES and m not in SEARCHED_MODES)  # seed 0
         return finals.get(f"{args.final_steps}:{m}/{0 if unseeded else s}/{t}/{fs}")
 
     def tests(m: str, t: float) -> list[float]:
@@ -480,9 +486,15 @@ def main() -> None:
                 if f"{args.final_steps}:{key}/{f}" not in store.data["finals"]]
         for key, acc in pool.imap_unordered(run_final, jobs):
             store.put("finals", key, acc)
-        modes = [(f"{args.final_steps}:{m}/0/{t}/{f}", m, t, f) for m in args.modes
-                 for t in args.targets for f in range(args.final_seeds)
-                 if f"{args.final_steps}:{m}/0/{t}/{f}" not in store.data["finals"]]
+        modes = [(f"{args.final_steps}:{m}/0/{t}/{f}", m, t, f, None)
+                 for m in args.modes if m not in SEARCHED_MODES
+                 for t in args.targets for f in range(args.final_seeds)]
+        modes += [(f"{args.final_steps}:{m}/{key.split('/', 1)[1]}/{f}", m,
+                   float(key.rsplit("/", 1)[1]), f, rec["plan"])
+                  for m in args.modes if m in SEARCHED_MODES
+                  for key, rec in chosen.items() if key.startswith(f"{DEFAULT}/")
+                  for f in finetune_seeds(args, key)]
+        modes = [job for job in modes if job[0] not in store.data["finals"]]
         store.data.setdefault("mode_seconds", {})
         for key, acc, seconds in pool.imap_unordered(run_mode, modes):
             store.data["mode_seconds"][key] = seconds
@@ -508,7 +520,8 @@ def main() -> None:
 
 COLORS = {DEFAULT: "tab:red", "blendprune-halving": "tab:pink", "ratios-only": "tab:orange",
           "random": "tab:gray", "optuna-nsga2": "tab:blue", "optuna-tpe": "tab:purple",
-          "single": "k", "dcff": "tab:green", "cdp": "tab:brown", "lapp": "tab:olive"}
+          "single": "k", "dcff": "tab:green",
+          "dcff-searched": "tab:cyan", "cdp": "tab:brown", "lapp": "tab:olive"}
 
 
 def plot(args: argparse.Namespace, searches: dict[str, dict], singles: list[dict],

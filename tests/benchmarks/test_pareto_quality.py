@@ -53,3 +53,19 @@ def test_picks_and_paired_differences_share_fine_tune_seeds():
     assert out["hypervolume"]["blendprune"] > out["hypervolume"]["random"]
     # bn_accuracy = accuracy - 0.1 here: adaptive BN ranks exactly as the fine-tune does
     assert out["bn_vs_finetuned_spearman"]["0.3"] == pytest.approx(1.0)
+
+
+def test_a_mode_on_the_searchs_picks_is_keyed_by_search_seed():
+    args = Namespace(**{**vars(ARGS), "modes": ["dcff-searched"]})
+    searches = {f"blendprune/{s}": {"method": "blendprune", "seed": s,
+                                    "records": [rec(0.9, 0.3), rec(0.9, 0.5)]} for s in (0, 1)}
+    singles = [{"method": "single:l1", "records": [rec(0.85, 0.3), rec(0.86, 0.5)]}]
+    chosen = picks(args, searches, singles)
+    # search seed 1 with its own fine-tune seeds 2, 3; a seed-0 key for seed 1 is not read
+    finals = {"800:dcff-searched/1/0.3/2": 0.81, "800:dcff-searched/1/0.3/3": 0.83,
+              "800:dcff-searched/0/0.3/3": 0.10}
+    out = summarize(args, searches, singles, finals, chosen, base_test=0.92,
+                    mode_seconds={"800:dcff-searched/1/0.3/2": 50.0})
+    assert out["matched"]["0.3"]["dcff-searched"]["n"] == 2
+    assert out["matched"]["0.3"]["dcff-searched"]["mean"] == pytest.approx(0.82)
+    assert out["compute_seconds"]["dcff-searched"] == 50.0
