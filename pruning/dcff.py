@@ -101,6 +101,11 @@ class FusedConv2d(nn.Conv2d):
         return F.conv2d(x, w, b, self.stride, self.padding, self.dilation, self.groups)
 
 
+def _top(scores: torch.Tensor, m: int) -> np.ndarray:
+    """The m highest scores' indices, in channel order."""
+    return np.sort(torch.argsort(scores, descending=True, stable=True)[:m].cpu().numpy())
+
+
 @dataclass
 class _Fused:
     """One fused channel group: its producers, how many it keeps, and its kept set."""
@@ -114,10 +119,11 @@ class _Fused:
 class DCFF(TrainHooks):
     """Trains a plan's compact network by dynamic filter fusion.
 
-    `model` starts as `apply_plan(base, plan)` with each producer of a pruned group (plain
-    convs only; a group with a grouped or depthwise producer is plain selection) turned
-    into a `FusedConv2d` whose bank is the base layer's full set of filters over the
-    layer's kept inputs. Train `model` with `train(..., hooks=dcff)`: `begin_epoch(e)`
+    `model` starts as `apply_plan(base, plan')`, plan' keeping the plan's channel counts
+    and DCFF's own epoch-0 picks, with each producer of a pruned group (plain convs only; a
+    group with a grouped or depthwise producer is plain selection) turned into a
+    `FusedConv2d` whose bank is the base layer's full set of filters over the layer's kept
+    inputs. Train `model` with `train(..., hooks=dcff)`: `begin_epoch(e)`
     sets T and re-chooses the kept sets at every epoch's start. Then `to_compact()`.
     """
 
@@ -131,6 +137,26 @@ class DCFF(TrainHooks):
         self.epochs, self.distance, self.score_update = epochs, distance, score_update
         self.schedule = (t_start, t_end, k)
         self.plan = plan
+        # Start on the kept sets DCFF itself picks at T(0) (on the base's whole filters),
+        # not the plan's: the compact layers after a group are cut for its kept channels,
+        # and a different pick at epoch 0 would feed them filters they never saw.
+        self._build(base, group_map, plan)
+        modules = dict(base.named_modules())
+        scores = {}
+        for group in self.groups:
+            rows = torch.cat([modules[p].weight.detach().flatten(1) for p in group.producers], 1)
+            scores[group.name] = kl_importance(rows, self.temperature(0), distance,
+                                               exact=score_update == "every_epoch")
+        self._build(base, group_map, Plan({**plan.kept, **{
+            g.name: _top(scores[g.name], g.keep) for g in self.groups}}))
+        fused = dict(self.model.named_modules())
+        for group in self.groups:
+            fused[group.producers[0]].scores.copy_(scores[group.name])
+        self._started = False  # epoch 0 keeps the start's picks
+        self.churn: dict[str, int] = {}
+
+    def _build(self, base: nn.Module, group_map: GroupMap, plan: Plan) -> None:
+        """`model` = apply_plan(base, plan) with every fusable group's producers fused."""
         self.model = apply_plan(base, group_map, plan)
         base_modules = dict(base.named_modules())
         modules = dict(self.model.named_modules())
@@ -155,7 +181,6 @@ class DCFF(TrainHooks):
                 parent, _, attr = name.rpartition(".")
                 setattr(self.model.get_submodule(parent), attr, fused)
             self.groups.append(_Fused(g.name, convs, len(kept), np.asarray(kept)))
-        self.churn: dict[str, int] = {}
 
     def _rows(self, group: _Fused) -> torch.Tensor:
         modules = dict(self.model.named_modules())
@@ -168,8 +193,22 @@ class DCFF(TrainHooks):
         """Set this epoch's temperature and re-choose every group's kept set (the top-m
         KL importances, in channel order); `churn` says how many changed per group."""
         t = self.temperature(epoch)
+        if epoch == 0 and not self._started:  # the start's picks and scores stand
+            picked = {g.name: g.kept for g in self.groups}
+        else:
+            picked = self._picks(t)
+        self._started = True
+        for group in self.groups:
+            self.churn[group.name] = int(np.setdiff1d(picked[group.name], group.kept).size)
+            group.kept = picked[group.name]
+        self.fuse(t)
+
+    def _picks(self, t: float) -> dict[str, np.ndarray]:
+        """Every fused group's top-m KL importances at T = t, in channel order. Under
+        `freeze_nonfinite`, non-finite scores fall back to the last finite ones."""
         exact = self.score_update == "every_epoch"
         modules = dict(self.model.named_modules())
+        out = {}
         for group in self.groups:
             scores = kl_importance(self._rows(group), t, self.distance, exact=exact)
             last = modules[group.producers[0]].scores
@@ -177,11 +216,8 @@ class DCFF(TrainHooks):
             if not bool(torch.isfinite(scores).all()) and bool(torch.isfinite(last).all()):
                 scores = last.clone()  # the official code's fallback: last finite scores
             last.copy_(scores)
-            kept = np.sort(torch.argsort(scores, descending=True, stable=True)[:group.keep]
-                           .cpu().numpy())
-            self.churn[group.name] = int(np.setdiff1d(kept, group.kept).size)
-            group.kept = kept
-        self.fuse(t)
+            out[group.name] = _top(scores, group.keep)
+        return out
 
     def fuse(self, t: float) -> None:
         """Set every fused conv's fusion for its group's kept set at temperature t."""

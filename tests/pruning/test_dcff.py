@@ -55,10 +55,10 @@ def test_compact_and_one_shot_fused_models_compute_what_the_fused_model_does(arc
     base, gm, plan, x = _setup(arch)
     dcff = DCFF(base, gm, plan, epochs=10, distance="mean")
     assert any(isinstance(m, FusedConv2d) for m in dcff.model.modules())
-    dcff.fuse(5.0)  # the plan's own kept sets, at apply_plan's fuse temperature
+    dcff.fuse(5.0)  # its epoch-0 kept sets, at apply_plan's fuse temperature
     with torch.no_grad():
         fused = dcff.model.eval()(x)
-        one_shot = apply_plan(base, gm, plan, keep="fuse", fuse_temperature=5.0)(x)
+        one_shot = apply_plan(base, gm, dcff.kept_plan(), keep="fuse", fuse_temperature=5.0)(x)
         torch.testing.assert_close(fused, one_shot, atol=1e-5, rtol=1e-5)
         dcff.begin_epoch(3)
         torch.testing.assert_close(dcff.to_compact().eval()(x), dcff.model.eval()(x),
@@ -67,6 +67,19 @@ def test_compact_and_one_shot_fused_models_compute_what_the_fused_model_does(arc
     assert not any(isinstance(m, FusedConv2d) for m in compact.modules())
     shapes = [p.shape for p in apply_plan(base, gm, dcff.kept_plan()).parameters()]
     assert [p.shape for p in compact.parameters()] == shapes
+
+
+def test_the_start_is_dcffs_own_epoch_0_pick_so_a_trained_base_survives():
+    base, gm, plan, x = _setup("resnet20")
+    dcff = DCFF(base, gm, plan, epochs=4, t_start=1e6)  # T(0) high: fusion is selection
+    dcff.begin_epoch(0)
+    assert sum(dcff.churn.values()) == 0  # nothing re-chosen: the layers after agree
+    assert dcff.kept_plan().counts() == plan.counts()
+    assert any(not np.array_equal(g.kept, plan.kept[g.name]) for g in dcff.groups)
+    with torch.no_grad():  # the same function as plain pruning on those picks
+        torch.testing.assert_close(dcff.model.eval()(x),
+                                   apply_plan(base, gm, dcff.kept_plan()).eval()(x),
+                                   atol=1e-5, rtol=1e-5)
 
 
 def _perturbed_epochs(dcff, epochs):
