@@ -289,7 +289,7 @@ def run_mode(job: tuple[str, str, float, int, dict[str, list[int]] | None]
         plan = Plan.from_dict(given) if given else uniform_plan(
             {g.name: b.table.scores[g.name]["l1"] for g in b.gm},
             lambda p: cost.predict(p)[0] / cost.base_flops, t)
-        method = DCFF(b.model, b.gm, plan, epochs)
+        method = DCFF(b.model, b.gm, plan, epochs, t_start=None)
     else:
         method = CDP(b.model, b.gm, cost, target_flops_ratio=t, lr=0.02,
                      sparse_steps=round(0.5 * epochs * len(loader)))

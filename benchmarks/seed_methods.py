@@ -74,7 +74,7 @@ def run(method: str, seed: int, args: argparse.Namespace) -> dict[str, Any] | No
     bn = TensorLoader(*tr, batch_size=128, mean=mean, std=std, seed=seed)
     hooks: TrainHooks | None = None
     if method == "dcff":
-        dcff = DCFF(base, gm, plan, args.epochs)
+        dcff = DCFF(base, gm, plan, args.epochs, t_start=None)
         model, hooks = dcff.model, dcff
     elif method == "cdp":
         cdp = CDP(base, gm, cost, target_flops_ratio=args.flops, lr=args.lr,

@@ -261,7 +261,9 @@ class DcffConfig(_Section):
     score_update: Literal["every_epoch", "freeze_nonfinite"] = Field(
         "every_epoch", description="re-choose the kept filters every epoch (exact KL), or "
         "keep the last finite scores as the official code does (frozen from epoch 1)")
-    t_start: float = Field(1.0, gt=0, description="temperature at epoch 0")
+    t_start: float | None = Field(None, gt=0, description="temperature at epoch 0 (default: "
+                                  "the paper's 1 from scratch; from the base, the one at "
+                                  "which each filter keeps half its own weight)")
     t_end: float = Field(1e4, gt=0, description="temperature at the last epoch")
 
     @field_validator("rates")

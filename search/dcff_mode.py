@@ -1,8 +1,8 @@
 """`blendprune train --method dcff`: train a plan's compact network by DCFF.
 
 The plan's per-group rates come from `dcff.rates`, a published preset, or the one
-uniform rate that meets `dcff.target_flops_ratio`; its initial kept channels are the
-base model's top L1 filters (DCFF re-chooses them every epoch). From a search, the front
+uniform rate that meets `dcff.target_flops_ratio`; DCFF picks which channels (its KL
+importance at the start temperature, then again every epoch). From a search, the front
 member's plan is the start. `search.training_mode` runs it.
 """
 
@@ -93,14 +93,15 @@ def build(cfg: Config, inputs: Inputs, plan: Plan | None, epochs: int, lr: float
     cost = CostModel(inputs.model, inputs.group_map, inputs.example_input)
     if plan is None:
         plan = initial_plan(cfg, inputs, cost)
+    t_start = d.t_start or (None if d.init == "base" else 1.0)  # None: from the base's filters
     dcff = DCFF(start_model(cfg, inputs, d.init), inputs.group_map, plan, epochs,
-                distance=d.distance, score_update=d.score_update, t_start=d.t_start,
+                distance=d.distance, score_update=d.score_update, t_start=t_start,
                 t_end=d.t_end)
     flops_ratio = cost.predict(plan)[0] / cost.base_flops
     return Session(
         dcff.model, dcff, epochs, lr,
         f"{len(dcff.groups)} fused channel groups, FLOPs ratio {flops_ratio:.3f}, "
-        f"from {d.init}",
+        f"from {d.init}, T {dcff.temperature(0):.3g} -> {d.t_end:.3g}",
         lambda epoch: {"temperature": dcff.temperature(epoch - 1),
                        "kept_changed": float(sum(dcff.churn.values()))},
         lambda: (dcff.to_compact(), dcff.kept_plan()),

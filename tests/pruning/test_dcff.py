@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from pruning import DCFF, FusedConv2d, GroupMap, apply_plan, create_model, fusion_matrix
-from pruning.dcff import temperature
+from pruning.dcff import start_temperature, temperature
 from pruning.fusion import kl_importance
 
 from .test_surgery import random_plan
@@ -112,3 +112,13 @@ def test_unselected_bank_rows_get_no_gradient_when_the_fusion_is_one_hot():
         grads = conv.bank.grad.flatten(1).abs().sum(1)
         dropped = np.setdiff1d(np.arange(len(grads)), group.kept)
         assert (grads[dropped] == 0).all() and (grads[group.kept] > 0).all()
+
+
+def test_start_temperature_gives_each_filter_the_share_of_its_own_weight():
+    rows = torch.tensor([[0.0], [1.0], [3.0]], dtype=torch.float64)
+    t = start_temperature([rows], share=0.5)
+    own = torch.softmax(-t * torch.cdist(rows, rows), 1).diagonal()
+    assert own.median().item() == pytest.approx(0.5, abs=1e-6)
+    # by hand: row 0 has the median own weight 1 / (1 + x + x^3), x = e^-t; 0.5 at
+    # x + x^3 = 1, x ~ 0.6823, t ~ 0.3822
+    assert t == pytest.approx(0.3822, abs=1e-3)
