@@ -29,7 +29,8 @@ def main() -> None:
     p.add_argument("--algorithms", nargs="+", default=["deap-nsga2", "deap-steady"])
     p.add_argument("--executors", nargs="+", default=["actors", "tune"])
     p.add_argument("--population", type=int, default=8)
-    p.add_argument("--generations", type=int, default=3)
+    p.add_argument("--generations", type=int, default=6,
+                   help="48 candidates: the one-off actor start is a small share")
     p.add_argument("--steps", type=int, default=120, help="fine-tune steps (~2 s candidates)")
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
