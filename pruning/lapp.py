@@ -19,6 +19,7 @@ of its conv's, on top of the target).
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -97,6 +98,7 @@ class _Group:
     name: str
     size: int
     norms: tuple[tuple[str, torch.Tensor, torch.Tensor], ...]  # (norm, its idxs, channels)
+    floor: int  # channels always kept
 
 
 class LAPP(TrainHooks):
@@ -104,18 +106,25 @@ class LAPP(TrainHooks):
 
     Train `lapp.model` with `train(..., hooks=lapp)`, then `to_compact()`. `scores`
     (group -> one score per channel) fixes the scores; without it they are the group's
-    norms' |gamma|, learnt with the model, and groups without a norm stay whole.
+    norms' |gamma|, learnt with the model, and groups without a norm stay whole. Like the
+    search's genes, no group loses more than `max_ratio` of its channels or goes below
+    `min_channels`: unbounded, the FLOPs loss emptied whole residual stages (one channel
+    of 64 left in ResNet-20's last stage on Fashion-MNIST, test accuracy 45%).
     """
 
     def __init__(self, model: nn.Module, group_map: GroupMap, cost: CostModel, *,
                  target_flops_ratio: float, prune_steps: int, lam: float = 2.0,
                  temperature: float = 0.05, bypass: str = "merge",
-                 scores: Mapping[str, np.ndarray] | None = None) -> None:
+                 scores: Mapping[str, np.ndarray] | None = None, max_ratio: float = 0.8,
+                 min_channels: int = 4) -> None:
         if not 0 < target_flops_ratio <= 1:
             raise ValueError(f"lapp.target_flops_ratio: must be in (0, 1], got "
                              f"{target_flops_ratio}")
         if bypass not in BYPASS:
             raise ValueError(f"lapp.bypass: must be one of {BYPASS}, got {bypass!r}")
+        if not 0 <= max_ratio < 1 or min_channels < 1:
+            raise ValueError("lapp: max_ratio must be in [0, 1) and min_channels >= 1, got "
+                             f"{max_ratio}, {min_channels}")
         if temperature <= 0 or lam < 0:
             raise ValueError("lapp: temperature must be > 0 and lam >= 0, got "
                              f"{temperature}, {lam}")
@@ -138,7 +147,8 @@ class LAPP(TrainHooks):
                 continue
             if not norms:  # fixed scores, but nothing to mask the outputs with
                 continue
-            self.groups.append(_Group(g.name, g.size, norms))
+            self.groups.append(_Group(g.name, g.size, norms, max(
+                min(min_channels, g.size), math.ceil(g.size * (1 - max_ratio) - 1e-9))))
         self.thresholds = {g.name: nn.Parameter(torch.zeros((), device=device))
                            for g in self.groups}
         self.frozen: dict[str, torch.Tensor] | None = None
@@ -169,13 +179,14 @@ class LAPP(TrainHooks):
         return total / total.max().clamp_min(1e-12)
 
     def mask(self, g: _Group) -> torch.Tensor:
-        """0/1 forward, sigmoid((s - t) / T) backward; the best channel always kept."""
+        """0/1 forward, sigmoid((s - t) / T) backward; the group's `floor` best channels
+        always kept."""
         if self.frozen is not None:
             return self.frozen[g.name]
         s = self.scores(g)
         soft = torch.sigmoid((s - self.thresholds[g.name]) / self.temperature)
         hard = (s > self.thresholds[g.name]).float()
-        hard[torch.argmax(s.detach())] = 1.0
+        hard[torch.topk(s.detach(), g.floor).indices] = 1.0
         return hard + soft - soft.detach()
 
     def hard(self) -> dict[str, torch.Tensor]:
@@ -229,15 +240,15 @@ class LAPP(TrainHooks):
     def freeze(self) -> None:
         """Fix the masks at the target: the channels ranked by their margin s - t over
         their group's threshold, the highest kept while the FLOPs fit (each group keeps
-        one). The learnt thresholds decide the order; the budget, the count: a FLOPs
+        its floor). The learnt thresholds decide the order; the budget, the count: a FLOPs
         loss alone stops above the target or, with momentum, overshoots below it."""
         margin = {g.name: (self.scores(g) - self.thresholds[g.name]).cpu().numpy()
                   for g in self.groups}
         candidates = []
         for g in self.groups:
-            best = int(np.argmax(margin[g.name]))
+            best = set(np.argsort(-margin[g.name], kind="stable")[:g.floor].tolist())
             candidates += [(float(v), g.name, c) for c, v in enumerate(margin[g.name])
-                           if c != best]
+                           if c not in best]
         device = next(iter(self.thresholds.values())).device
 
         def ratio(removed: Sequence[tuple[str, int]]) -> float:

@@ -324,6 +324,9 @@ class LappConfig(_Section):
         "centre tap at the end, kept at inference, or none")
     criterion: str = Field("bn_gamma", description="channel scores: the norms' |gamma| "
                            "(learnt with the model), or any criterion, fixed at the start")
+    max_ratio: float = Field(0.8, ge=0, lt=1, description="most of a channel group LAPP "
+                             "may remove (as genome.max_ratio)")
+    min_channels: int = Field(4, ge=1, description="channels every group keeps at least")
 
     @field_validator("criterion")
     @classmethod

@@ -110,8 +110,21 @@ def test_training_freezes_at_the_target_and_the_compact_model_is_the_masked_one(
                                    rtol=1e-5, atol=1e-5)
 
 
+def test_no_group_falls_below_its_floor_however_low_the_target():
+    _, lapp, x = _setup(target=0.05, max_ratio=0.75, min_channels=4)
+    for g in lapp.groups:  # 16 -> 4, 32 -> 8, 64 -> 16 channels at least
+        lapp.thresholds[g.name].data.fill_(1 - 1e-6)  # every score below its threshold
+    assert {g.name: w for g, w in zip(lapp.groups, lapp.widths().values(), strict=True)} == {
+        g.name: g.size // 4 for g in lapp.groups}
+    lapp.freeze()
+    assert all(int(lapp.frozen[g.name].sum()) >= g.size // 4 for g in lapp.groups)
+    assert lapp.flops_ratio() > 0.05  # the floor wins over the target
+
+
 def test_bad_options_name_the_field():
     with pytest.raises(ValueError, match="lapp.target_flops_ratio"):
         _setup(target=0.0)
     with pytest.raises(ValueError, match="lapp.bypass"):
         _setup(bypass="sometimes")
+    with pytest.raises(ValueError, match="max_ratio"):
+        _setup(max_ratio=1.0)
