@@ -260,6 +260,12 @@ class GroupMap:
     def names(self) -> list[str]:
         return [g.name for g in self.groups]
 
+    def in_model_order(self, model: nn.Module) -> list[str]:
+        """Group names in the order of their first producer in `model` (the order users
+        give per-group rates in)."""
+        position = {name: i for i, (name, _) in enumerate(model.named_modules())}
+        return sorted(self.names, key=lambda g: min(position[p] for p in self[g].producers))
+
     def removals(self, plan: Plan
                  ) -> dict[tuple[str, bool], tuple[Callable[..., Any], np.ndarray]]:
         """(module, is-output-dim) -> (pruning fn, sorted original indices to remove)."""

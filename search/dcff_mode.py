@@ -8,67 +8,39 @@ member's plan is the start. `search.training_mode` runs it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
 from pruning import DCFF, CostModel, GroupMap, Plan, compute_scores
+from pruning.dcff_rates import published_rates
 from pruning.targets import top_plan, uniform_plan
 
 from .config import Config, ConfigError
 from .prepare import Inputs
-from .training_mode import Mode, Session, group_order, start_model
+from .training_mode import Mode, Session, start_model
 
-__all__ = ["MODE", "PRESETS", "initial_plan", "plan_rates"]
-
-# The DCFF paper's published CIFAR-10 rates (github.com/lmbxmu/DCFF README): VGG-16's
-# thirteen convs; ResNet-56's 27 block-internal convs. A preset maps the conv channel
-# groups, in model order, to rates; every other group stays whole.
-_VGG16 = [0.5] * 2 + [0.4] * 2 + [0.35] * 3 + [0.85] * 6
-_RESNET56 = ([0.7] * 2 + [0.5] * 3 + [0.3] * 2 + [0.4] + [0.8]
-             + [0.7] * 2 + [0.8] * 4 + [0.4] + [0.2] * 2
-             + [0.7] + [0.3] + [0.8] + [0.4] * 2 + [0.7] + [0.3] + [0.4] + [0.8])
-
-
-def _vgg16(convs: list[str]) -> dict[str, float]:
-    if len(convs) != len(_VGG16):
-        raise ConfigError(f"dcff.preset: vgg16 has {len(_VGG16)} rates; this model has "
-                          f"{len(convs)} conv channel groups")
-    return dict(zip(convs, _VGG16))
-
-
-def _resnet56(convs: list[str]) -> dict[str, float]:
-    internal = [g for g in convs if g.endswith(".conv1") and g.startswith("layer")]
-    if len(internal) != len(_RESNET56):
-        raise ConfigError(f"dcff.preset: resnet56 has {len(_RESNET56)} block rates; this "
-                          f"model has {len(internal)} blocks")
-    return dict(zip(internal, _RESNET56))
-
-
-PRESETS: dict[str, Callable[[list[str]], dict[str, float]]] = {
-    "vgg16": _vgg16, "resnet56": _resnet56}
+__all__ = ["MODE", "initial_plan", "plan_rates"]
 
 
 def plan_rates(cfg: Config, model: torch.nn.Module, gm: GroupMap) -> dict[str, float] | None:
     """Rate per channel group from `dcff.rates` or a preset; None: the uniform target."""
     d = cfg.dcff
-    order = group_order(model, gm)
+    order = gm.in_model_order(model)
     if d.rates is not None:
         if len(d.rates) != len(order):
             raise ConfigError(f"dcff.rates: {len(d.rates)} rates for {len(order)} channel "
                               "groups")
         return dict(zip(order, d.rates))
     if d.preset is not None:
-        modules = dict(model.named_modules())
-        convs = [g for g in order
-                 if all(isinstance(modules[p], torch.nn.Conv2d) for p in gm[g].producers)]
-        return {**dict.fromkeys(order, 0.0), **PRESETS[d.preset](convs)}
+        try:
+            return published_rates(d.preset, model, gm)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     return None
 
 
 def initial_plan(cfg: Config, inputs: Inputs, cost: CostModel) -> Plan:
     """The rates' counts (or the uniform rate meeting `dcff.target_flops_ratio`), kept
-    channels the base model's top L1 filters."""
+    channels the base model's top L1 filters (DCFF then picks its own)."""
     gm = inputs.group_map
     rates = plan_rates(cfg, inputs.model, gm)
     table = compute_scores(inputs.model, gm, ["l1"])

@@ -15,7 +15,7 @@ from pruning.lapp import LAPP
 from .config import Config
 from .plots import plot_widths
 from .prepare import Inputs
-from .training_mode import Mode, Session, group_order, start_model, target_of
+from .training_mode import Mode, Session, start_model, target_of
 
 __all__ = ["MODE"]
 
@@ -37,7 +37,7 @@ def build(cfg: Config, inputs: Inputs, plan: Plan | None, epochs: int, lr: float
 
     def plots(folder: Path) -> list[Path]:
         path = folder / "widths.png"
-        order = [g for g in group_order(inputs.model, gm) if g in lapp.thresholds]
+        order = [g for g in gm.in_model_order(inputs.model) if g in lapp.thresholds]
         history = [{g: h[g] for g in order} for h in lapp.history_until(epochs)]
         plot_widths(history, {g.name: g.size for g in lapp.groups}, path,
                     f"LAPP widths, {cfg.model.arch} on {cfg.data.dataset}, FLOPs target "

@@ -23,7 +23,6 @@ import yaml
 
 from pruning import (
     CostModel,
-    GroupMap,
     Plan,
     TrainHooks,
     count_cost,
@@ -38,7 +37,7 @@ from .config import Config
 from .prepare import Inputs
 from .tracking import ROLE, Tracker
 
-__all__ = ["MODES", "Mode", "Session", "get_mode", "group_order", "list_modes", "register_mode",
+__all__ = ["MODES", "Mode", "Session", "get_mode", "list_modes", "register_mode",
            "run_mode", "start_model", "target_of"]
 
 
@@ -105,13 +104,6 @@ def start_model(cfg: Config, inputs: Inputs, init: str) -> torch.nn.Module:
 def target_of(cost: CostModel, plan: Plan | None, default: float) -> float:
     """A front member's FLOPs ratio (the target a mode trains down to), else `default`."""
     return default if plan is None else cost.predict(plan)[0] / cost.base_flops
-
-
-def group_order(model: torch.nn.Module, group_map: GroupMap) -> list[str]:
-    """Channel groups in the order of their first layer in the model."""
-    position = {name: i for i, (name, _) in enumerate(model.named_modules())}
-    return sorted(group_map.names,
-                  key=lambda g: min(position[p] for p in group_map[g].producers))
 
 
 def folder_for(cfg: Config, name: str, key: dict[str, Any]) -> Path:
