@@ -115,6 +115,14 @@ def gpu_packing(d: dict[str, Any]) -> list[tuple[str, str, str]]:
     return [(f"gpu_packing, {d['arch']}, {gpu}", "; ".join(parts), "measured (no goal)")]
 
 
+def gpu_seed_methods(d: dict[str, Any]) -> list[tuple[str, str, str]]:
+    return [(f"gpu_seed_methods, {m} {r['arch']}, {d['device']}",
+             f"{r['epochs']} epochs in {r['train_seconds']:.0f} s ({r['epochs_per_minute']:.2f}"
+             f"/min), test {_pct(r['test_accuracy'])} after training on {d['train_images']} "
+             f"images, FLOPs {r['flops_ratio']:.3f}", "measured (a short schedule)")
+            for m, r in d["results"].items()]
+
+
 def vs_naive(d: dict[str, Any]) -> list[tuple[str, str, str]]:
     m = d["median"]
     return [(f"vs_naive, ResNet-20 ({d['data']})",
@@ -218,7 +226,8 @@ def seed_methods(d: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 
 SUMMARIZERS = {"candidate_cost": candidate_cost, "overhead": overhead, "scaling": scaling,
-               "cluster_sim": cluster_sim, "gpu_packing": gpu_packing, "vs_naive": vs_naive,
+               "cluster_sim": cluster_sim, "gpu_packing": gpu_packing,
+               "gpu_seed_methods": gpu_seed_methods, "vs_naive": vs_naive,
                "pareto_quality": pareto_quality, "fidelity": fidelity, "zoo": zoo,
                "seed_methods": seed_methods}
 
