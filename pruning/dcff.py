@@ -138,6 +138,21 @@ class _Fused:
     kept: np.ndarray
 
 
+def _fusable(base: nn.Module, group_map: GroupMap, plan: Plan) -> list[_Fused]:
+    """The plan's pruned groups whose producers are all plain convs (a grouped or
+    depthwise producer leaves its group to plain selection)."""
+    modules = dict(base.named_modules())
+    out = []
+    for g in group_map:
+        kept = plan.kept.get(g.name)
+        convs = [p for p in g.producers if isinstance(modules[p], nn.Conv2d)]
+        if kept is None or len(kept) == g.size or not convs or len(convs) < len(
+                g.producers) or any(modules[p].groups != 1 for p in convs):
+            continue
+        out.append(_Fused(g.name, convs, len(kept), np.asarray(kept)))
+    return out
+
+
 class DCFF(TrainHooks):
     """Trains a plan's compact network by dynamic filter fusion.
 
@@ -162,17 +177,17 @@ class DCFF(TrainHooks):
         # Start on the kept sets DCFF itself picks at T(0) (on the base's whole filters),
         # not the plan's: the compact layers after a group are cut for its kept channels,
         # and a different pick at epoch 0 would feed them filters they never saw.
-        self._build(base, group_map, plan)
         modules = dict(base.named_modules())
+        fusable = _fusable(base, group_map, plan)
         rows = {g.name: torch.cat([modules[p].weight.detach().flatten(1)
-                                   for p in g.producers], 1) for g in self.groups}
+                                   for p in g.producers], 1) for g in fusable}
         if t_start is None:
             t_start = min(start_temperature(list(rows.values()), distance), t_end)
         self.schedule = (t_start, t_end, k)
         scores = {name: kl_importance(r, t_start, distance, exact=score_update == "every_epoch")
                   for name, r in rows.items()}
         self._build(base, group_map, Plan({**plan.kept, **{
-            g.name: _top(scores[g.name], g.keep) for g in self.groups}}))
+            g.name: _top(scores[g.name], g.keep) for g in fusable}}))
         fused = dict(self.model.named_modules())
         for group in self.groups:
             fused[group.producers[0]].scores.copy_(scores[group.name])
@@ -186,14 +201,9 @@ class DCFF(TrainHooks):
         modules = dict(self.model.named_modules())
         inputs_removed = {m: idxs for (m, out), (_, idxs) in group_map.removals(plan).items()
                           if not out}
-        self.groups: list[_Fused] = []
-        for g in group_map:
-            kept = plan.kept.get(g.name)
-            convs = [p for p in g.producers if isinstance(base_modules[p], nn.Conv2d)]
-            if kept is None or len(kept) == g.size or not convs or len(convs) < len(
-                    g.producers) or any(base_modules[p].groups != 1 for p in convs):
-                continue
-            for name in convs:
+        self.groups = _fusable(base, group_map, plan)
+        for group in self.groups:
+            for name in group.producers:
                 original = base_modules[name]
                 assert isinstance(original, nn.Conv2d)
                 keep_in = np.setdiff1d(np.arange(original.in_channels),
@@ -204,7 +214,6 @@ class DCFF(TrainHooks):
                 fused = FusedConv2d(conv, bank, original.bias)
                 parent, _, attr = name.rpartition(".")
                 setattr(self.model.get_submodule(parent), attr, fused)
-            self.groups.append(_Fused(g.name, convs, len(kept), np.asarray(kept)))
 
     def _rows(self, group: _Fused) -> torch.Tensor:
         modules = dict(self.model.named_modules())

@@ -19,7 +19,6 @@ of its conv's, on top of the target).
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +30,7 @@ from torch import nn
 
 from .cost import CostModel
 from .dcff import conv_args, plain_conv, set_weights
-from .plan import Plan
+from .plan import Plan, keep_count
 from .surgery import GroupMap, apply_plan
 from .targets import fewest_to_meet
 from .train import TrainHooks
@@ -147,8 +146,8 @@ class LAPP(TrainHooks):
                 continue
             if not norms:  # fixed scores, but nothing to mask the outputs with
                 continue
-            self.groups.append(_Group(g.name, g.size, norms, max(
-                min(min_channels, g.size), math.ceil(g.size * (1 - max_ratio) - 1e-9))))
+            self.groups.append(_Group(g.name, g.size, norms, keep_count(
+                g.size, max_ratio, min_channels=min_channels)))
         self.thresholds = {g.name: nn.Parameter(torch.zeros((), device=device))
                            for g in self.groups}
         self.frozen: dict[str, torch.Tensor] | None = None
