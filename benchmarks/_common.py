@@ -22,6 +22,9 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_ROOT = REPO.parent / "shared" / "data"
 RESULTS = REPO / "benchmarks" / "results"
 CACHE = Path(os.environ.get("BLENDPRUNE_CACHE", Path.home() / ".cache" / "blendprune"))
+# Resumable state of long runs (training checkpoints, finished-unit ledgers), committed: each
+# session starts from a fresh clone, so only what is in the repo carries a run across sessions.
+PROGRESS = REPO / "benchmarks" / "progress"
 
 
 def candidate_settings(seed: int = 0, **evaluation: object) -> EvalSettings:

@@ -5,11 +5,12 @@ Nesterov momentum 0.9, weight decay 5e-4 on weights, label smoothing 0.1, one wa
 epoch then cosine to zero, batch 128; random crop, plus flips on CIFAR-10), on the
 training split minus the benchmarks' holdout (`HOLDOUT` images, seed 0), so that no
 candidate is scored on an image its base model was trained on. Training checkpoints every
-epoch in the cache and resumes there, so a run split across sessions loses at most an
-epoch. The finished weights (about 1 MB) are committed to `benchmarks/models/` next to a
-JSON with the command, the settings, the time and the test accuracy.
+epoch in `benchmarks/progress/` and resumes there; commit that checkpoint to carry a run
+across sessions (it is removed once the model is saved). The finished weights (about
+1 MB) are committed to `benchmarks/models/` next to a JSON with the command, the settings,
+the time and the test accuracy.
 
-    python -m benchmarks.base_models --dataset cifar10 --epochs 120
+    python -m benchmarks.base_models --dataset cifar10 --epochs 60
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks._common import CACHE, DEFAULT_DATA_ROOT, REPO, cifar10_npz, command, machine
+from benchmarks._common import DEFAULT_DATA_ROOT, PROGRESS, REPO, cifar10_npz, command, machine
 from pruning import (
     ImageData,
     TensorLoader,
@@ -88,7 +89,7 @@ def main() -> None:
     model = create_model("resnet20", data.num_classes, data.in_channels)
     loader = TensorLoader(*tr, batch_size=128, mean=mean, std=std, augment=True,
                           pad=data.pad, flip=data.flip, seed=0)
-    ckpt = CACHE / "bench" / f"resnet20-{args.dataset}-e{args.epochs}.train.pt"
+    ckpt = PROGRESS / f"resnet20-{args.dataset}-e{args.epochs}.train.pt"
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
 
@@ -108,6 +109,7 @@ def main() -> None:
             "train_images": len(tr.y), "test_accuracy": accuracy, "train_seconds": seconds}
     path = weights(args.dataset).with_suffix(".json")
     path.write_text(json.dumps(info, indent=1) + "\n")
+    ckpt.unlink()
     print(f"resnet20 on {args.dataset}: test accuracy {accuracy:.4f} -> "
           f"{weights(args.dataset).relative_to(REPO)}")
 

@@ -9,7 +9,7 @@ target) and scores each at every rung (holdout accuracy after adaptive BN alone,
 `--final-steps` fine-tune and the test split. It reports the Spearman correlation of each
 rung with the final accuracy, between consecutive rungs, and the regret of picking the
 top candidate of each rung (final accuracy of the best minus that of the rung's pick).
-Every score is kept in the cache as it comes, so a stopped run resumes.
+Every score is kept in `benchmarks/progress/` as it comes, so a stopped run resumes.
 
     python -m benchmarks.fidelity --dataset fashion-mnist --targets 0.3 --candidates 24
 """
@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks._common import CACHE, DEFAULT_DATA_ROOT, write_result
+from benchmarks._common import DEFAULT_DATA_ROOT, PROGRESS, write_result
 from benchmarks.pareto_quality import Bench, final_accuracy
 from pruning import Fidelity
 
@@ -98,7 +98,7 @@ def main() -> None:
     b = Bench(args)
     keep = {k: v for k, v in vars(args).items() if k in ("dataset", "pool", "bn_batches", "seed")}
     digest = hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:10]
-    cache = CACHE / "bench" / f"fidelity-{args.dataset}-{digest}.json"
+    cache = PROGRESS / f"fidelity-{args.dataset}-{digest}.json"
     scores: dict[str, Any] = json.loads(cache.read_text()) if cache.exists() else {}
     t0 = time.perf_counter()
     per_target = {}

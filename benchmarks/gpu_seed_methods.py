@@ -43,6 +43,7 @@ from pruning import (
     create_model,
     evaluate,
     load_dataset,
+    scratch_init,
     train,
 )
 from pruning.data import ImageData
@@ -86,10 +87,7 @@ def build(method: str, x: torch.Tensor, steps: int, epochs: int, args: argparse.
         dcff = DCFF(model, gm, top_plan(any_order, rates), epochs, t_start=1.0)
         return dcff.model, dcff, dcff
     if method == "cdp":
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                nn.init.constant_(m.weight, 0.5)
-        cdp = CDP(model, gm, cost, target_flops_ratio=args.cdp_flops, lr=args.lr,
+        cdp = CDP(scratch_init(model), gm, cost, target_flops_ratio=args.cdp_flops, lr=args.lr,
                   sparse_steps=steps // 2)
         return cdp.model, cdp, cdp
     lapp = LAPP(model, gm, cost, target_flops_ratio=0.403, prune_steps=steps // 2)

@@ -31,8 +31,8 @@ difference pairs two models fine-tuned on the very same batches. The result's `s
 holds test accuracy at matched FLOPs (mean and 95% interval), the default method minus
 the best single criterion paired by fine-tune seed, the attainment hypervolume over
 [lowest target, budget] (`benchmarks.matched`) and the compute seconds. Searches and
-final fine-tunes are kept in the cache as they finish, so a run stopped midway (or split
-across sessions) resumes where it was.
+final fine-tunes are kept in `benchmarks/progress/` as they finish, so a run stopped
+midway resumes where it was, across sessions once that file is committed.
 
     python -m benchmarks.pareto_quality --dataset fashion-mnist --seeds 0 1 2 --jobs 2
 """
@@ -52,7 +52,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks._common import CACHE, DEFAULT_DATA_ROOT, RESULTS, candidate_settings, write_result
+from benchmarks._common import (
+    CACHE,
+    DEFAULT_DATA_ROOT,
+    PROGRESS,
+    RESULTS,
+    candidate_settings,
+    write_result,
+)
 from benchmarks.base_models import HOLDOUT, base_model, load, test_accuracy
 from benchmarks.matched import attainment, interval, paired, pick_at
 from pruning import (
@@ -306,7 +313,7 @@ class Store:
     def __init__(self, args: argparse.Namespace) -> None:
         keep = {k: v for k, v in vars(args).items() if k in SEARCH_SETTINGS}
         digest = hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:10]
-        self.path = CACHE / "bench" / f"pareto_quality-{args.dataset}-{digest}.json"
+        self.path = PROGRESS / f"pareto_quality-{args.dataset}-{digest}.json"
         self.data: dict[str, Any] = {"searches": {}, "finals": {}}
         if self.path.exists():
             self.data = json.loads(self.path.read_text())
@@ -441,6 +448,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--final-steps", type=int, default=800)
     p.add_argument("--final-seeds", type=int, default=2)
     p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--searches-only", action="store_true",
+                   help="stop once the searches are stored (seed_methods' searched plans)")
     return p
 
 
@@ -474,6 +483,9 @@ def main() -> None:
             store.save()
         for result in pool.imap_unordered(run_search, todo):
             store.put("searches", f"{result['method']}/{result['seed']}", result)
+        if args.searches_only:
+            print(f"{len(store.data['searches'])} searches stored in {store.path.name}")
+            return
         searches = {k: v for k, v in store.data["searches"].items()
                     if v["method"] in args.methods and v["seed"] in args.seeds}
         singles = store.data["singles"]

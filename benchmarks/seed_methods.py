@@ -16,7 +16,8 @@ holdout, and is scored once on the test split:
              until that search is in the cache
   scratch    the uniform plan's compact architecture, freshly initialised
 
-Each (method, seed) is kept in the cache as it finishes, so a stopped run resumes.
+Each (method, seed) is kept in `benchmarks/progress/` as it finishes, so a stopped run
+resumes, across sessions once that file is committed.
 
     python -m benchmarks.seed_methods --dataset fashion-mnist --epochs 5 --seeds 0 1
 """
@@ -32,7 +33,7 @@ from typing import Any
 
 import torch
 
-from benchmarks._common import CACHE, DEFAULT_DATA_ROOT, write_result
+from benchmarks._common import DEFAULT_DATA_ROOT, PROGRESS, write_result
 from benchmarks.base_models import HOLDOUT, base_model, load, test_accuracy
 from benchmarks.pareto_quality import searched_plan
 from pruning import (
@@ -127,7 +128,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
     key = f"{args.dataset}-{args.flops}-{args.epochs}-{args.lr}"
-    cache = CACHE / "bench" / f"seed_methods-{key}.json"
+    cache = PROGRESS / f"seed_methods-{key}.json"
     done: dict[str, Any] = json.loads(cache.read_text()) if cache.exists() else {}
     for seed in args.seeds:
         for method in args.methods:

@@ -6,7 +6,7 @@ search (Ray, MLflow, DEAP, Optuna live in `search/`).
 
 from .blending import Blender, GroupClustering, cluster_group, rank_normalise
 from .candidate import CandidateResult, EvalSettings, Evaluator, Fidelity
-from .cdp import CDP, SkeletonConv2d
+from .cdp import CDP, SkeletonConv2d, scratch_init
 from .cost import CostModel, count_cost, measure_latency
 from .criteria import Criterion, get_criterion, list_criteria, register_criterion
 from .data import (
@@ -101,5 +101,6 @@ __all__ = [
     "register_dataset",
     "register_model",
     "save_pruned",
+    "scratch_init",
     "train",
 ]

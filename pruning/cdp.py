@@ -40,7 +40,7 @@ from .surgery import GroupMap, apply_plan
 from .targets import fewest_to_meet
 from .train import TrainHooks
 
-__all__ = ["CDP", "SkeletonConv2d", "dtc_thresholds", "texture_similarity"]
+__all__ = ["CDP", "SkeletonConv2d", "dtc_thresholds", "scratch_init", "texture_similarity"]
 
 R_PROP = ("code", "intended")
 PROP_SPAN = 10.0  # the L1 strength adapts within [prop / 10, prop * 10]
@@ -55,6 +55,15 @@ def texture_similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     a, b = a.flatten(1), b.flatten(1)
     cos = (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1) + 1e-8)
     return 1 - torch.acos(cos.clamp(-_CLAMP, _CLAMP)) / math.pi
+
+
+def scratch_init(model: nn.Module) -> nn.Module:
+    """The public code's start from scratch: every BN scale 0.5, so the L1 term on the
+    skeletons acts on filters not yet amplified by BN. In place; returns `model`."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None:
+            nn.init.constant_(m.weight, 0.5)
+    return model
 
 
 def dtc_thresholds(skeleton: torch.Tensor, delta: float) -> torch.Tensor:

@@ -6,9 +6,7 @@ ratio (CDP then finds its own channels at that cost). `search.training_mode` run
 
 from __future__ import annotations
 
-from torch import nn
-
-from pruning import CDP, CostModel, Plan
+from pruning import CDP, CostModel, Plan, scratch_init
 
 from .config import Config
 from .prepare import Inputs
@@ -23,10 +21,8 @@ def build(cfg: Config, inputs: Inputs, plan: Plan | None, epochs: int, lr: float
     cost = CostModel(inputs.model, inputs.group_map, inputs.example_input)
     target = target_of(cost, plan, c.target_flops_ratio)
     base = start_model(cfg, inputs, c.init)
-    if c.init == "scratch":  # the public code's BN scale
-        for m in base.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None:
-                nn.init.constant_(m.weight, 0.5)
+    if c.init == "scratch":
+        scratch_init(base)
     cdp = CDP(base, inputs.group_map, cost, target_flops_ratio=target,
               sparse_steps=round(c.sparse_fraction * epochs * steps_per_epoch), lr=lr,
               delta=c.delta, prop=c.prop, var=c.var, var2=c.var2, r_prop=c.r_prop,

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pruning import CDP, CostModel, GroupMap, SkeletonConv2d, count_cost, create_model, train
-from pruning.cdp import dtc_thresholds, texture_similarity
+from pruning.cdp import dtc_thresholds, scratch_init, texture_similarity
 
 
 def _setup(arch, target=0.5, sparse_steps=6, **kw):
@@ -147,3 +147,14 @@ def test_bad_hyperparameters_name_the_field():
     with pytest.raises(ValueError, match="cdp.target_flops_ratio"):
         _setup("resnet20", target=1.5)
     assert math.isfinite(_setup("resnet20", target=1.0)[1].flops_ratio())
+
+
+def test_scratch_init_halves_every_bn_scale_and_touches_nothing_else():
+    model = create_model("resnet20", 10, 3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    scratch_init(model)
+    scales = [k for k in before if k.endswith(".weight") and before[k].dim() == 1]
+    assert len(scales) == 21  # the stem, two per basic block, two projection shortcuts
+    for k, v in model.state_dict().items():
+        expected = torch.full_like(before[k], 0.5) if k in scales else before[k]
+        assert torch.equal(v, expected), k
