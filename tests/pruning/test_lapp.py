@@ -128,3 +128,21 @@ def test_bad_options_name_the_field():
         _setup(bypass="sometimes")
     with pytest.raises(ValueError, match="max_ratio"):
         _setup(max_ratio=1.0)
+
+
+def test_a_fixed_criterion_keeps_each_groups_top_channels_by_that_criterion():
+    base, _, x = _setup()
+    gm = GroupMap(base, x[:2])
+    rng = np.random.default_rng(3)
+    scores = {g.name: rng.random(g.size) for g in gm}  # unrelated to the BN scales
+    lapp = LAPP(base, gm, CostModel(base, gm, x[:2]), target_flops_ratio=0.5, prune_steps=8,
+                scores=scores)
+    y = torch.randint(0, 10, (4,))
+    train(lapp.model, [(x, y)] * 4, epochs=3, lr=0.05, warmup_epochs=0.0, hooks=lapp)
+    assert lapp.frozen is not None and 0.48 <= lapp.flops_ratio() <= 0.5
+    pruned = 0
+    for g in lapp.groups:
+        kept = np.flatnonzero(lapp.frozen[g.name].cpu().numpy())
+        assert set(kept) == set(np.argsort(-scores[g.name])[:len(kept)]), g.name
+        pruned += len(kept) < g.size
+    assert pruned >= 3
