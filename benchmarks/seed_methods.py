@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from benchmarks._common import DEFAULT_DATA_ROOT, PROGRESS, write_result
+from benchmarks._common import DEFAULT_DATA_ROOT, PROGRESS, RESULTS, write_result
 from benchmarks.base_models import HOLDOUT, base_model, load, test_accuracy
 from benchmarks.pareto_quality import searched_plan
 from pruning import (
@@ -116,6 +116,33 @@ def run(method: str, seed: int, args: argparse.Namespace) -> dict[str, Any] | No
             "flops_ratio": flops, "train_seconds": seconds, **extra}
 
 
+def plot_widths(summary: dict[str, dict[str, Any]], order: list[str], sizes: dict[str, int],
+                title: str, stem: Path) -> Path:
+    """Kept channels per group (model order) by method, median over seeds, over the base's
+    widths: what each method's plan looks like beside the others'."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 4.2), dpi=120)
+    x = range(len(order))
+    ax.bar(x, [sizes[g] for g in order], color="0.9", label="base")
+    for m, r in summary.items():
+        if m != "scratch" and r["widths"]:  # scratch: the uniform plan, as finetune
+            ax.plot(x, [r["widths"][g] for g in order], marker="o", ms=3, label=m)
+    ax.set_xticks(list(x), order, rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("kept channels")
+    ax.set_title(f"{title}: kept channels per group")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    png = stem.parent / f"{stem.name}.png"  # not with_suffix: the name holds "0.5"
+    fig.savefig(png)
+    plt.close(fig)
+    return png
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", choices=["fashion-mnist", "cifar10"], default="fashion-mnist")
@@ -143,6 +170,10 @@ def main() -> None:
             r = done[name]
             print(f"{name:14s} test {r['test_accuracy']:.4f}  FLOPs {r['flops_ratio']:.3f}  "
                   f"{r['train_seconds']:.0f} s", flush=True)
+    data = load(args.dataset, args.data_root)
+    base = base_model(args.dataset, data)
+    gm = GroupMap(base, data.x_test[:1].float())
+    order = gm.in_model_order(base)
     summary = {}
     for m in METHODS:  # every method in the cache at these settings, whichever ran now
         runs = [done[f"{m}/{s}"] for s in args.seeds if f"{m}/{s}" in done]
@@ -150,11 +181,17 @@ def main() -> None:
             accs = [r["test_accuracy"] for r in runs]
             summary[m] = {"median": statistics.median(accs), "runs": accs,
                           "flops_ratio": statistics.median(r["flops_ratio"] for r in runs),
-                          "train_seconds": statistics.median(r["train_seconds"] for r in runs)}
-    write_result(f"seed_methods_{args.dataset}_{args.flops:g}", {
+                          "train_seconds": statistics.median(r["train_seconds"] for r in runs),
+                          "widths": {g: statistics.median(r["widths"][g] for r in runs
+                                                          if "widths" in r) for g in order}
+                          if any("widths" in r for r in runs) else None}
+    name = f"seed_methods_{args.dataset}_{args.flops:g}"
+    png = plot_widths(summary, order, {g: gm[g].size for g in order},
+                      f"{args.dataset} ResNet-20 at {args.flops:g} FLOPs", RESULTS / name)
+    write_result(name, {
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "summary": summary, "runs": {k: v for k, v in done.items()
-                                     if k.split("/")[0] in summary}})
+        "summary": summary, "plot": png.name,
+        "runs": {k: v for k, v in done.items() if k.split("/")[0] in summary}})
     print(json.dumps(summary, indent=1))
 
 
