@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from pruning import DCFF, FusedConv2d, GroupMap, apply_plan, create_model, fusion_matrix
-from pruning.criteria._base import CRITERIA
+from pruning.criteria import FPGMCriterion, get_criterion
 from pruning.dcff import start_temperature, temperature
 from pruning.fusion import kl_importance
 
@@ -33,7 +33,9 @@ def test_fusion_is_selection_at_high_temperature_and_the_mean_at_zero():
 def test_exact_kl_ranks_as_fpgm_at_high_temperature():
     torch.manual_seed(1)
     rows = torch.randn(12, 9, dtype=torch.float64)
-    fpgm = CRITERIA.get("fpgm")().score_filters(rows)  # the registered criterion
+    criterion = get_criterion("fpgm")  # the registered one
+    assert isinstance(criterion, FPGMCriterion)
+    fpgm = criterion.score_filters(rows)
     kl = kl_importance(rows, 1e3)
     assert torch.isfinite(kl).all()
     assert torch.argsort(kl).tolist() == torch.argsort(fpgm).tolist()
