@@ -14,11 +14,11 @@ The published method has no FLOPs target. Ours (`target_flops_ratio`) is met by 
 the L1 strength: every `adapt_every` steps it is multiplied by `gain` (within a factor 10
 of its start) while the live FLOPs ratio is above a schedule that falls linearly from 1 to
 the target over the sparse phase, and divided by it otherwise. Where the live ratio trails
-the schedule by more than `LAG`, the weakest live channels (by skeleton) are cut down to
-it, and at the sparse phase's end down to the target, so the target is met on time. A
-DTC update that would cross the target lets only the weakest of the newly dead channels
-die, just enough to reach it. The masks then freeze and training goes on as a fine-tune
-of the survivors.
+the schedule by more than `LAG`, the weakest live channels (by their folded filters' L1
+over their layer's mean) are cut down to it, and at the sparse phase's end down to the
+target, so the target is met on time. A DTC update that would cross the target lets only
+the weakest of the newly dead channels die, just enough to reach it. The masks then
+freeze and training goes on as a fine-tune of the survivors.
 """
 
 from __future__ import annotations
@@ -230,13 +230,22 @@ class CDP(TrainHooks):
 
     def _strength(self, g: _Group, masks: dict[str, torch.Tensor] | None = None
                   ) -> np.ndarray:
-        """A channel's strongest producer filter: mean |S| over its kernel positions."""
-        out = np.zeros(g.size)
+        """A channel's strength: the L1 norm of each producer's folded filter (W * S)
+        over the mean of that conv's live filters, averaged over the producers. Scale-free,
+        so the cut compares layers fairly: the skeletons all start at 1 and BN makes a
+        filter's scale moot, and a maximum over a residual stream's many producers would
+        spare the streams and gut the blocks' inner convs."""
+        total, count = np.zeros(g.size), np.zeros(g.size)
         for p in g.producers:
             c = self.convs[p.name]
             mask = c.mask if masks is None else masks[p.name]
-            s = (c.skeleton.detach() * mask).abs().flatten(1).mean(1).cpu().numpy()
-            np.maximum.at(out, p.channels, s[p.filters])
+            s = (c.skeleton.detach() * mask).unsqueeze(1)
+            l1 = (c.weight.detach() * s).abs().flatten(1).sum(1)
+            live = l1[mask.flatten(1).any(1)]
+            rel = (l1 / live.mean() if live.numel() else l1).cpu().numpy()
+            np.add.at(total, p.channels, rel[p.filters])
+            np.add.at(count, p.channels, 1)
+        out: np.ndarray = total / np.maximum(count, 1)
         return out
 
     def _kill(self, candidates: list[tuple[float, str, int]], goal: float

@@ -111,6 +111,23 @@ def test_training_meets_the_target_and_removing_dead_channels_changes_nothing(ar
     assert flops / base_flops == pytest.approx(ratio) and params < base_params
 
 
+def test_channel_strength_is_the_folded_l1_over_its_layer_mean_averaged_over_producers():
+    _, cdp, _ = _setup("resnet20")
+    stream = max(cdp.groups, key=lambda g: len(g.producers))  # a residual stream
+    assert len(stream.producers) > 2
+    rel = {}
+    for p in stream.producers:
+        l1 = cdp.convs[p.name].weight.detach().abs().sum((1, 2, 3))
+        rel[p.name] = (l1 / l1.mean()).numpy()
+    by_hand = np.array([np.mean([rel[p.name][f] for p in stream.producers
+                                 for f, c in zip(p.filters, p.channels) if c == ch])
+                        for ch in range(stream.size)])
+    np.testing.assert_allclose(cdp._strength(stream), by_hand, rtol=1e-6)
+    with torch.no_grad():  # a filter's scale is moot under BN: so is the strength
+        cdp.convs[stream.producers[0].name].weight.mul_(100)
+    np.testing.assert_allclose(cdp._strength(stream), by_hand, rtol=1e-5)
+
+
 class _Killed(Exception):
     pass
 
