@@ -35,9 +35,10 @@ from .surgery import GroupMap, apply_plan
 from .targets import fewest_to_meet
 from .train import TrainHooks
 
-__all__ = ["BYPASS", "LAPP", "BypassConv2d", "Bypassed", "flops_target"]
+__all__ = ["BALANCE", "BYPASS", "LAPP", "BypassConv2d", "Bypassed", "flops_target"]
 
 BYPASS = ("merge", "keep", "none")
+BALANCE = ("none", "cost")
 
 
 def flops_target(progress: float, target: float) -> float:
@@ -115,7 +116,7 @@ class LAPP(TrainHooks):
                  target_flops_ratio: float, prune_steps: int, lam: float = 2.0,
                  temperature: float = 0.05, bypass: str = "merge",
                  scores: Mapping[str, np.ndarray] | None = None, max_ratio: float = 0.8,
-                 min_channels: int = 4) -> None:
+                 min_channels: int = 4, balance: str = "none") -> None:
         if not 0 < target_flops_ratio <= 1:
             raise ValueError(f"lapp.target_flops_ratio: must be in (0, 1], got "
                              f"{target_flops_ratio}")
@@ -124,6 +125,8 @@ class LAPP(TrainHooks):
         if not 0 <= max_ratio < 1 or min_channels < 1:
             raise ValueError("lapp: max_ratio must be in [0, 1) and min_channels >= 1, got "
                              f"{max_ratio}, {min_channels}")
+        if balance not in BALANCE:
+            raise ValueError(f"lapp.balance: must be one of {BALANCE}, got {balance!r}")
         if temperature <= 0 or lam < 0:
             raise ValueError("lapp: temperature must be > 0 and lam >= 0, got "
                              f"{temperature}, {lam}")
@@ -150,6 +153,8 @@ class LAPP(TrainHooks):
                 g.size, max_ratio, min_channels=min_channels)))
         self.thresholds = {g.name: nn.Parameter(torch.zeros((), device=device))
                            for g in self.groups}
+        self.flops_grad_scale = (self._cost_balance() if balance == "cost"
+                                 else {g.name: 1.0 for g in self.groups})
         self.frozen: dict[str, torch.Tensor] | None = None
         self.step = 0
         self.loss_flops = 0.0
@@ -216,11 +221,26 @@ class LAPP(TrainHooks):
     def parameters(self) -> list[nn.Parameter]:
         return list(self.thresholds.values())
 
+    def _cost_balance(self) -> dict[str, float]:
+        """Per group, the mean FLOPs of one channel (at full width) over the group's own:
+        the FLOPs loss's gradient on a group's mask is scaled by it. Unscaled, a residual
+        stream, whose channels feed many convs, takes the loss's whole push: from a trained
+        ResNet-20 on CIFAR-10 at 0.5 FLOPs the streams fell to their floor while every inner
+        conv stayed whole, 80% test against a uniform plan's 86%."""
+        keep = {g.name: torch.ones(g.size, requires_grad=True) for g in self.groups}
+        grads = torch.autograd.grad(self.cost.soft_flops(keep), list(keep.values()))
+        cost = {n: float(d.mean()) for n, d in zip(keep, grads)}
+        mean = float(np.mean(list(cost.values())))
+        return {n: mean / max(c, 1e-12) for n, c in cost.items()}
+
     def penalty(self) -> torch.Tensor | None:
         if self.frozen is not None or not self.lam:
             self.loss_flops = 0.0
             return None
-        keep = {g.name: self.mask(g) for g in self.groups}
+        keep = {}
+        for g in self.groups:
+            m, scale = self.mask(g), self.flops_grad_scale[g.name]
+            keep[g.name] = m if scale == 1.0 else m.detach() + (m - m.detach()) * scale
         ratio = self.cost.soft_flops(keep) / self.cost.base_flops
         goal = flops_target(self.step / self.prune_steps, self.target)
         loss = self.lam * F.relu(ratio / goal - 1) ** 2

@@ -327,6 +327,10 @@ class LappConfig(_Section):
     max_ratio: float = Field(0.8, ge=0, lt=1, description="most of a channel group LAPP "
                              "may remove (as genome.max_ratio)")
     min_channels: int = Field(4, ge=1, description="channels every group keeps at least")
+    balance: Literal["none", "cost"] = Field(
+        "none", description="scale the FLOPs loss's gradient on each group's mask by the "
+        "mean cost of a channel over the group's own (cost), so residual streams do not take "
+        "the whole push; or not (none)")
 
     @field_validator("criterion")
     @classmethod

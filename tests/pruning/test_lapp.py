@@ -121,6 +121,29 @@ def test_no_group_falls_below_its_floor_however_low_the_target():
     assert lapp.flops_ratio() > 0.05  # the floor wins over the target
 
 
+def test_cost_balance_scales_each_groups_flops_gradient_by_its_channels_cost():
+    grads = {}
+    for balance in ("none", "cost"):
+        _, lapp, x = _setup(target=0.3, balance=balance)
+        lapp.step = lapp.prune_steps
+        with torch.no_grad():
+            for t in lapp.thresholds.values():
+                t.fill_(0.6)  # channels either side, so every soft mask has a slope
+        lapp.penalty().backward()
+        grads[balance] = {n: float(t.grad) for n, t in lapp.thresholds.items()}
+    scale = lapp.flops_grad_scale
+    assert max(scale.values()) > 2 * min(scale.values())  # streams cost more per channel
+    for name, g in grads["none"].items():
+        assert g != 0.0 and grads["cost"][name] == pytest.approx(g * scale[name], rel=1e-5)
+    full = Plan({g.name: np.arange(g.size) for g in lapp.groups})
+    balanced = []  # one channel's FLOPs times its group's scale: the same for every group
+    for g in lapp.groups:
+        one_less = Plan({**full.kept, g.name: np.arange(1, g.size)})
+        saved = lapp.cost.base_flops - lapp.cost.predict(one_less)[0]
+        balanced.append(saved * scale[g.name])
+    assert max(balanced) == pytest.approx(min(balanced), rel=0.05)
+
+
 def test_bad_options_name_the_field():
     with pytest.raises(ValueError, match="lapp.target_flops_ratio"):
         _setup(target=0.0)
@@ -128,6 +151,8 @@ def test_bad_options_name_the_field():
         _setup(bypass="sometimes")
     with pytest.raises(ValueError, match="max_ratio"):
         _setup(max_ratio=1.0)
+    with pytest.raises(ValueError, match="lapp.balance"):
+        _setup(balance="fair")
 
 
 def test_a_fixed_criterion_keeps_each_groups_top_channels_by_that_criterion():
