@@ -327,6 +327,10 @@ class LappConfig(_Section):
     max_ratio: float = Field(0.8, ge=0, lt=1, description="most of a channel group LAPP "
                              "may remove (as genome.max_ratio)")
     min_channels: int = Field(4, ge=1, description="channels every group keeps at least")
+    normalise: Literal["max", "rank"] = Field(
+        "max", description="channel scores over their group's maximum, or their ranks in "
+        "the group over its size + 1, so a threshold is the share pruned and every group's "
+        "threshold feels the FLOPs loss")
     balance: Literal["none", "cost"] = Field(
         "none", description="scale the FLOPs loss's gradient on each group's mask by the "
         "mean cost of a channel over the group's own (cost), so residual streams do not take "

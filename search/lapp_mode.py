@@ -33,7 +33,8 @@ def build(cfg: Config, inputs: Inputs, plan: Plan | None, epochs: int, lr: float
     lapp = LAPP(start_model(cfg, inputs, c.init), gm, cost, target_flops_ratio=target,
                 prune_steps=round(min(c.prune_epochs, epochs) * steps_per_epoch), lam=c.lam,
                 temperature=c.temperature, bypass=c.bypass, scores=scores,
-                max_ratio=c.max_ratio, min_channels=c.min_channels, balance=c.balance)
+                max_ratio=c.max_ratio, min_channels=c.min_channels, balance=c.balance,
+                normalise=c.normalise)
 
     def plots(folder: Path) -> list[Path]:
         path = folder / "widths.png"

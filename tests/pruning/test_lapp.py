@@ -144,6 +144,20 @@ def test_cost_balance_scales_each_groups_flops_gradient_by_its_channels_cost():
     assert max(balanced) == pytest.approx(min(balanced), rel=0.05)
 
 
+def test_rank_scores_spread_each_group_evenly_and_a_threshold_is_the_share_pruned():
+    _, lapp, _ = _setup(normalise="rank")
+    g = lapp.groups[0]
+    gamma, modules = torch.zeros(g.size), dict(lapp.model.named_modules())
+    for norm, idxs, channels in g.norms:
+        gamma.index_add_(0, channels, modules[norm].weight.detach()[idxs].abs())
+    expected = torch.empty(g.size)
+    expected[torch.argsort(gamma)] = torch.arange(1, g.size + 1, dtype=torch.float32)
+    torch.testing.assert_close(lapp.scores(g), expected / (g.size + 1))
+    with torch.no_grad():
+        lapp.thresholds[g.name].fill_(0.5)
+    assert int(lapp.hard()[g.name].sum()) == max(g.floor, g.size - (g.size + 1) // 2)
+
+
 def test_bad_options_name_the_field():
     with pytest.raises(ValueError, match="lapp.target_flops_ratio"):
         _setup(target=0.0)
@@ -153,6 +167,8 @@ def test_bad_options_name_the_field():
         _setup(max_ratio=1.0)
     with pytest.raises(ValueError, match="lapp.balance"):
         _setup(balance="fair")
+    with pytest.raises(ValueError, match="lapp.normalise"):
+        _setup(normalise="mean")
 
 
 def test_a_fixed_criterion_keeps_each_groups_top_channels_by_that_criterion():
