@@ -16,6 +16,7 @@ the time and the test accuracy.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -63,6 +64,15 @@ def base_model(dataset: str, data: ImageData) -> torch.nn.Module:
                          f"`python -m benchmarks.base_models --dataset {dataset}`")
     model = create_model("resnet20", data.num_classes, data.in_channels)
     return load_checkpoint(model, str(path)).eval()
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """12 hex digits of the weights: results derived from a base model are keyed by it, so
+    a retrained base never resumes from the old one's progress."""
+    h = hashlib.sha256()
+    for v in model.state_dict().values():
+        h.update(v.cpu().numpy().tobytes())
+    return h.hexdigest()[:12]
 
 
 def test_accuracy(model: torch.nn.Module, data: ImageData) -> float:

@@ -96,7 +96,9 @@ def main() -> None:
     args.steps = max(args.rungs)
     torch.set_num_threads(1)
     b = Bench(args)
-    keep = {k: v for k, v in vars(args).items() if k in ("dataset", "pool", "bn_batches", "seed")}
+    keep = {"base": b.digest,
+            **{k: v for k, v in vars(args).items() if k in ("dataset", "pool", "bn_batches",
+                                                            "seed")}}
     digest = hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:10]
     cache = PROGRESS / f"fidelity-{args.dataset}-{digest}.json"
     scores: dict[str, Any] = json.loads(cache.read_text()) if cache.exists() else {}

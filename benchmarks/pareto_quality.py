@@ -31,8 +31,9 @@ difference pairs two models fine-tuned on the very same batches. The result's `s
 holds test accuracy at matched FLOPs (mean and 95% interval), the default method minus
 the best single criterion paired by fine-tune seed, the attainment hypervolume over
 [lowest target, budget] (`benchmarks.matched`) and the compute seconds. Searches and
-final fine-tunes are kept in `benchmarks/progress/` as they finish, so a run stopped
-midway resumes where it was, across sessions once that file is committed.
+final fine-tunes are kept in `benchmarks/progress/` as they finish, keyed by the settings
+and the base model's weights, so a run stopped midway resumes where it was, across
+sessions once that file is committed, and a retrained base starts afresh.
 
     python -m benchmarks.pareto_quality --dataset fashion-mnist --seeds 0 1 2 --jobs 2
 """
@@ -60,7 +61,7 @@ from benchmarks._common import (
     candidate_settings,
     write_result,
 )
-from benchmarks.base_models import HOLDOUT, base_model, load, test_accuracy
+from benchmarks.base_models import HOLDOUT, base_model, load, test_accuracy, weights_digest
 from benchmarks.matched import attainment, interval, paired, pick_at
 from pruning import (
     CDP,
@@ -102,7 +103,8 @@ class Bench:
         self.mean, self.std = self.data.mean_std()
         self.model = base_model(args.dataset, self.data)
         self.gm = GroupMap(self.model, self.tr.x[:1].float())
-        table_path = CACHE / "bench" / f"resnet20-{args.dataset}-{_digest(self.model)}.scores.npz"
+        self.digest = weights_digest(self.model)
+        table_path = CACHE / "bench" / f"resnet20-{args.dataset}-{self.digest}.scores.npz"
         if table_path.exists():
             self.table = ScoreTable.load(table_path)
         else:
@@ -126,13 +128,6 @@ class Bench:
     def uniform(self, k: int, target: float) -> list[float]:
         """Criterion k alone at uniform ratios, repaired onto `target`."""
         return self.layout.make(np.eye(len(self.layout.criteria))[k], 0.5, target)
-
-
-def _digest(model: torch.nn.Module) -> str:
-    h = hashlib.sha256()
-    for v in model.state_dict().values():
-        h.update(v.cpu().numpy().tobytes())
-    return h.hexdigest()[:12]
 
 
 _BENCH: Bench | None = None
@@ -310,8 +305,8 @@ def run_mode(job: tuple[str, str, float, int, dict[str, list[int]] | None]
 class Store:
     """Finished searches and final fine-tunes of one setting, kept as they come in."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
-        keep = {k: v for k, v in vars(args).items() if k in SEARCH_SETTINGS}
+    def __init__(self, args: argparse.Namespace, base: str) -> None:
+        keep = {"base": base, **{k: v for k, v in vars(args).items() if k in SEARCH_SETTINGS}}
         digest = hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:10]
         self.path = PROGRESS / f"pareto_quality-{args.dataset}-{digest}.json"
         self.data: dict[str, Any] = {"searches": {}, "finals": {}}
@@ -453,11 +448,12 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def searched_plan(dataset: str, seed: int, target: float, method: str = DEFAULT
-                  ) -> dict[str, list[int]] | None:
-    """The plan search `method`/`seed` of the default setting picked at `target` (best
-    holdout accuracy with FLOPs in [target - WIDTH, target]), if that search is done."""
-    store = Store(parser().parse_args(["--dataset", dataset]))
+def searched_plan(dataset: str, base: str, seed: int, target: float,
+                  method: str = DEFAULT) -> dict[str, list[int]] | None:
+    """The plan search `method`/`seed` of the default setting on the base model of digest
+    `base` picked at `target` (best holdout accuracy with FLOPs in [target - WIDTH,
+    target]), if that search is done."""
+    store = Store(parser().parse_args(["--dataset", dataset]), base)
     found = store.data["searches"].get(f"{method}/{seed}")
     rec = pick_at(found["records"], target, WIDTH) if found else None
     return rec["plan"] if rec else None
@@ -470,8 +466,8 @@ def main() -> None:
     if len(args.targets) < 2:
         p.error("--targets: need at least two (the hypervolume spans lowest to highest)")
     t_start = time.perf_counter()
-    store = Store(args)
     main_bench = Bench(args)  # loads the base model and ScoreTable before the pool forks
+    store = Store(args, main_bench.digest)
     base_test = test_accuracy(main_bench.model, main_bench.data)
     print(f"base ResNet-20 on {args.dataset}: test {base_test:.4f}", flush=True)
     criteria = list(main_bench.layout.criteria)

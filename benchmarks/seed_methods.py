@@ -16,8 +16,9 @@ holdout, and is scored once on the test split:
              until that search is in the cache
   scratch    the uniform plan's compact architecture, freshly initialised
 
-Each (method, seed) is kept in `benchmarks/progress/` as it finishes, so a stopped run
-resumes, across sessions once that file is committed.
+Each (method, seed) is kept in `benchmarks/progress/` as it finishes, keyed by the
+settings and the base model's weights, so a stopped run resumes, across sessions once that
+file is committed, and a retrained base starts afresh.
 
     python -m benchmarks.seed_methods --dataset fashion-mnist --epochs 5 --seeds 0 1
 """
@@ -34,7 +35,7 @@ from typing import Any
 import torch
 
 from benchmarks._common import DEFAULT_DATA_ROOT, PROGRESS, RESULTS, write_result
-from benchmarks.base_models import HOLDOUT, base_model, load, test_accuracy
+from benchmarks.base_models import HOLDOUT, base_model, load, test_accuracy, weights_digest
 from benchmarks.pareto_quality import searched_plan
 from pruning import (
     CDP,
@@ -87,7 +88,7 @@ def run(method: str, seed: int, args: argparse.Namespace) -> dict[str, Any] | No
         model, hooks = lapp.model, lapp
     elif method in ("finetune", "searched"):
         if method == "searched":
-            found = searched_plan(args.dataset, seed, args.flops)
+            found = searched_plan(args.dataset, weights_digest(base), seed, args.flops)
             if found is None:
                 print(f"searched/{seed}: no finished search in the pareto_quality cache; "
                       "skipped", flush=True)
@@ -154,7 +155,9 @@ def main() -> None:
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     args = p.parse_args()
     torch.set_num_threads(1)
-    key = f"{args.dataset}-{args.flops}-{args.epochs}-{args.lr}"
+    data = load(args.dataset, args.data_root)
+    base = base_model(args.dataset, data)
+    key = f"{args.dataset}-{args.flops}-{args.epochs}-{args.lr}-{weights_digest(base)}"
     cache = PROGRESS / f"seed_methods-{key}.json"
     done: dict[str, Any] = json.loads(cache.read_text()) if cache.exists() else {}
     for seed in args.seeds:
@@ -170,8 +173,6 @@ def main() -> None:
             r = done[name]
             print(f"{name:14s} test {r['test_accuracy']:.4f}  FLOPs {r['flops_ratio']:.3f}  "
                   f"{r['train_seconds']:.0f} s", flush=True)
-    data = load(args.dataset, args.data_root)
-    base = base_model(args.dataset, data)
     gm = GroupMap(base, data.x_test[:1].float())
     order = gm.in_model_order(base)
     summary = {}

@@ -1,8 +1,11 @@
 from argparse import Namespace
 
 import pytest
+import torch
 
-from benchmarks.pareto_quality import finetune_seeds, picks, summarize
+from benchmarks import pareto_quality
+from benchmarks.base_models import weights_digest
+from benchmarks.pareto_quality import Store, finetune_seeds, parser, picks, summarize
 
 
 def rec(acc, flops, status="ok"):
@@ -69,3 +72,17 @@ def test_a_mode_on_the_searchs_picks_is_keyed_by_search_seed():
     assert out["matched"]["0.3"]["dcff-searched"]["n"] == 2
     assert out["matched"]["0.3"]["dcff-searched"]["mean"] == pytest.approx(0.82)
     assert out["compute_seconds"]["dcff-searched"] == 50.0
+
+
+def test_progress_is_keyed_by_the_base_weights(tmp_path, monkeypatch):
+    monkeypatch.setattr(pareto_quality, "PROGRESS", tmp_path)
+    model = torch.nn.Linear(3, 2)
+    before = weights_digest(model)
+    args = parser().parse_args(["--dataset", "cifar10"])
+    Store(args, before).put("searches", "blendprune/0", {"records": []})
+    with torch.no_grad():
+        model.weight[0, 0] += 1e-3  # a retrained base
+    after = weights_digest(model)
+    assert after != before
+    assert Store(args, after).data["searches"] == {}  # starts afresh
+    assert list(Store(args, before).data["searches"]) == ["blendprune/0"]  # resumes
