@@ -11,10 +11,17 @@ holdout, and is scored once on the test split:
   lapp       LAPP's learnt thresholds from the base model down to `--flops` over the first
              half of the epochs (its own plan; the widths it learns are recorded)
   finetune   the uniform L1 plan: apply_plan, adaptive BN, then the same training
+  lapp-widths  the widths LAPP learnt (the `lapp` run of the same seed), the highest-L1
+             channels kept, trained as finetune: whether LAPP's allocation or its
+             training while pruning decides its accuracy
   searched   the plan blendprune's search (benchmarks/pareto_quality.py, same seed)
              picked at `--flops`: apply_plan, adaptive BN, the same training; skipped
              until that search is in the cache
   scratch    the uniform plan's compact architecture, freshly initialised
+
+`--lapp KEY=VALUE ...` runs LAPP (and lapp-widths) with other options, recorded as
+`lapp[KEY=VALUE,...]`: any of LAPP's keyword arguments, and `prune_fraction`, the share of
+the epochs its pruning phase takes (0.5).
 
 Each (method, seed) is kept in `benchmarks/progress/` as it finishes, keyed by the
 settings and the base model's weights, so a stopped run resumes, across sessions once that
@@ -32,6 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from benchmarks._common import DEFAULT_DATA_ROOT, PROGRESS, RESULTS, write_result
@@ -56,10 +64,31 @@ from pruning import (
 )
 from pruning.targets import uniform_plan
 
-METHODS = ("dcff", "cdp", "lapp", "finetune", "searched", "scratch")
+METHODS = ("dcff", "cdp", "lapp", "lapp-widths", "finetune", "searched", "scratch")
+VARIED = ("lapp", "lapp-widths")  # the methods --lapp changes
 
 
-def run(method: str, seed: int, args: argparse.Namespace) -> dict[str, Any] | None:
+def lapp_options(pairs: list[str]) -> dict[str, Any]:
+    """`KEY=VALUE` strings as LAPP keyword arguments, numbers as numbers."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--lapp: expected KEY=VALUE, got {pair!r}")
+        try:
+            out[key] = int(value) if value.lstrip("-").isdigit() else float(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def variant(args: argparse.Namespace) -> str:
+    opts = lapp_options(args.lapp)
+    return "[" + ",".join(f"{k}={v}" for k, v in sorted(opts.items())) + "]" if opts else ""
+
+
+def run(method: str, seed: int, args: argparse.Namespace,
+        done: dict[str, Any]) -> dict[str, Any] | None:
     data = load(args.dataset, args.data_root)
     tr, _ = holdout_split(data, HOLDOUT, seed=0)
     mean, std = data.mean_std()
@@ -83,11 +112,21 @@ def run(method: str, seed: int, args: argparse.Namespace) -> dict[str, Any] | No
                   sparse_steps=round(0.5 * args.epochs * len(loader)))
         model, hooks = cdp.model, cdp
     elif method == "lapp":
+        opts = lapp_options(args.lapp)
+        fraction = opts.pop("prune_fraction", 0.5)
         lapp = LAPP(base, gm, cost, target_flops_ratio=args.flops,
-                    prune_steps=round(0.5 * args.epochs * len(loader)))
+                    prune_steps=round(fraction * args.epochs * len(loader)), **opts)
         model, hooks = lapp.model, lapp
-    elif method in ("finetune", "searched"):
-        if method == "searched":
+    elif method in ("finetune", "searched", "lapp-widths"):
+        if method == "lapp-widths":
+            source = f"lapp{variant(args)}/{seed}"
+            if source not in done:
+                print(f"lapp-widths/{seed}: run {source} first; skipped", flush=True)
+                return None
+            widths = done[source]["widths"]
+            plan = Plan({g: np.sort(np.argsort(-table.scores[g]["l1"], kind="stable")[:k])
+                         for g, k in widths.items()})
+        elif method == "searched":
             found = searched_plan(args.dataset, weights_digest(base), seed, args.flops)
             if found is None:
                 print(f"searched/{seed}: no finished search in the pareto_quality cache; "
@@ -99,9 +138,9 @@ def run(method: str, seed: int, args: argparse.Namespace) -> dict[str, Any] | No
     else:
         fresh = create_model("resnet20", data.num_classes, data.in_channels)
         model = apply_plan(fresh, GroupMap(fresh, x), plan)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     train(model, loader, epochs=args.epochs, lr=args.lr, hooks=hooks)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     extra: dict[str, Any] = {"widths": plan.counts()}
     if method == "dcff":
         model = dcff.to_compact()
@@ -114,7 +153,7 @@ def run(method: str, seed: int, args: argparse.Namespace) -> dict[str, Any] | No
         model = lapp.to_compact()
     flops = count_cost(model, x)[0] / count_cost(base, x)[0]
     return {"method": method, "seed": seed, "test_accuracy": test_accuracy(model.eval(), data),
-            "flops_ratio": flops, "train_seconds": seconds, **extra}
+            "flops_ratio": flops, "train_seconds": seconds, "train_cpu_seconds": cpu, **extra}
 
 
 def plot_widths(summary: dict[str, dict[str, Any]], order: list[str], sizes: dict[str, int],
@@ -130,7 +169,8 @@ def plot_widths(summary: dict[str, dict[str, Any]], order: list[str], sizes: dic
     x = range(len(order))
     ax.bar(x, [sizes[g] for g in order], color="0.9", label="base")
     for m, r in summary.items():
-        if m != "scratch" and r["widths"]:  # scratch: the uniform plan, as finetune
+        # scratch trains the uniform plan (as finetune), lapp-widths LAPP's: no new line
+        if m.partition("[")[0] not in ("scratch", "lapp-widths") and r["widths"]:
             ax.plot(x, [r["widths"][g] for g in order], marker="o", ms=3, label=m)
     ax.set_xticks(list(x), order, rotation=60, ha="right", fontsize=7)
     ax.set_ylabel("kept channels")
@@ -153,6 +193,8 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--lapp", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="LAPP options (its keyword arguments, prune_fraction)")
     args = p.parse_args()
     torch.set_num_threads(1)
     data = load(args.dataset, args.data_root)
@@ -162,12 +204,14 @@ def main() -> None:
     done: dict[str, Any] = json.loads(cache.read_text()) if cache.exists() else {}
     for seed in args.seeds:
         for method in args.methods:
-            name = f"{method}/{seed}"
+            name = f"{method}{variant(args) if method in VARIED else ''}/{seed}"
             if name not in done:
-                result = run(method, seed, args)
+                result = run(method, seed, args, done)
                 if result is None:
                     continue
-                done[name] = result
+                # Other runs at these settings may have finished meanwhile: merge, not clobber.
+                done = {**(json.loads(cache.read_text()) if cache.exists() else {}),
+                        name: result}
                 cache.parent.mkdir(parents=True, exist_ok=True)
                 cache.write_text(json.dumps(done))
             r = done[name]
@@ -176,7 +220,10 @@ def main() -> None:
     gm = GroupMap(base, data.x_test[:1].float())
     order = gm.in_model_order(base)
     summary = {}
-    for m in METHODS:  # every method in the cache at these settings, whichever ran now
+    # every method (and LAPP variant) in the cache at these settings, whichever ran now
+    names = sorted({k.rpartition("/")[0] for k in done},
+                   key=lambda m: (METHODS.index(m.partition("[")[0]), m))
+    for m in names:
         runs = [done[f"{m}/{s}"] for s in args.seeds if f"{m}/{s}" in done]
         if runs:
             accs = [r["test_accuracy"] for r in runs]
@@ -192,7 +239,7 @@ def main() -> None:
     write_result(name, {
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "summary": summary, "plot": png.name,
-        "runs": {k: v for k, v in done.items() if k.split("/")[0] in summary}})
+        "runs": {k: v for k, v in done.items() if k.rpartition("/")[0] in summary}})
     print(json.dumps(summary, indent=1))
 
 
