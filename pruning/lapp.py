@@ -9,12 +9,12 @@ the forward pass multiplies the group's norm outputs by that 0/1 mask, and the b
 pass takes the gradient of sigmoid((s - t) / temperature) instead (straight-through).
 The loss adds lam * max(0, F / F_target - 1)^2, F the FLOPs of the soft channel counts
 (`CostModel.soft_flops`, exact for 0/1 masks; its gradient on each group optionally
-scaled by the group's channel cost, `balance="cost"`), F_target falling cubically from the
-base model's FLOPs to the target over the pruning phase; then the masks freeze at the target
-(channels ranked by s - t) and training goes on with the survivors. A bypass, a
-zero-initialised 1x1 conv beside each pruned k x k conv, keeps thin layers expressive; at
-the end it is merged into the conv's centre tap (exact) or kept (its FLOPs, about 1/k^2
-of its conv's, on top of the target).
+scaled by the group's channel cost, `balance="cost"`, or whole cost, `"group"`), F_target
+falling cubically from the base model's FLOPs to the target over the pruning phase; then
+the masks freeze at the target (channels ranked by s - t) and training goes on with the
+survivors. A bypass, a zero-initialised 1x1 conv beside each pruned k x k conv, keeps thin
+layers expressive; at the end it is merged into the conv's centre tap (exact) or kept (its
+FLOPs, about 1/k^2 of its conv's, on top of the target).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from .train import TrainHooks
 __all__ = ["BALANCE", "BYPASS", "LAPP", "NORMALISE", "BypassConv2d", "Bypassed", "flops_target"]
 
 BYPASS = ("merge", "keep", "none")
-BALANCE = ("none", "cost")
+BALANCE = ("none", "cost", "group")
 NORMALISE = ("max", "rank")
 
 
@@ -159,7 +159,7 @@ class LAPP(TrainHooks):
                 g.size, max_ratio, min_channels=min_channels)))
         self.thresholds = {g.name: nn.Parameter(torch.zeros((), device=device))
                            for g in self.groups}
-        self.flops_grad_scale = (self._cost_balance() if balance == "cost"
+        self.flops_grad_scale = (self._cost_balance(balance) if balance != "none"
                                  else {g.name: 1.0 for g in self.groups})
         self.frozen: dict[str, torch.Tensor] | None = None
         self.step = 0
@@ -241,14 +241,18 @@ class LAPP(TrainHooks):
     def parameters(self) -> list[nn.Parameter]:
         return list(self.thresholds.values())
 
-    def _cost_balance(self) -> dict[str, float]:
-        """Per group, the mean FLOPs of one channel (at full width) over the group's own:
-        the FLOPs loss's gradient on a group's mask is scaled by it, so a residual stream,
-        whose channels feed many convs, does not take the loss's whole push. Measured on
-        CIFAR-10 at 0.5 FLOPs it did not change LAPP's allocation (80.3% against 80.1%)."""
+    def _cost_balance(self, per: str) -> dict[str, float]:
+        """Per group, the mean FLOPs of one channel (`per="cost"`), or of the whole group
+        (`"group"`), over the group's own (at full width): the FLOPs loss's gradient on a
+        group's mask is scaled by it, so a residual stream, whose channels feed many convs,
+        does not take the loss's whole push. With "cost" a threshold on ranks still feels
+        a push in proportion to its group's size; with "group" and `normalise="rank"`
+        every threshold feels the same push, so the FLOPs loss alone would prune every
+        group by the same share and the task loss decides the differences. "cost" measured
+        on CIFAR-10 at 0.5 FLOPs did not change LAPP's allocation (80.3% against 80.1%)."""
         keep = {g.name: torch.ones(g.size, requires_grad=True) for g in self.groups}
         grads = torch.autograd.grad(self.cost.soft_flops(keep), list(keep.values()))
-        cost = {n: float(d.mean()) for n, d in zip(keep, grads)}
+        cost = {n: float(d.mean() if per == "cost" else d.sum()) for n, d in zip(keep, grads)}
         mean = float(np.mean(list(cost.values())))
         return {n: mean / max(c, 1e-12) for n, c in cost.items()}
 

@@ -331,10 +331,11 @@ class LappConfig(_Section):
         "max", description="channel scores over their group's maximum, or their ranks in "
         "the group over its size + 1, so a threshold is the share pruned and every group's "
         "threshold feels the FLOPs loss")
-    balance: Literal["none", "cost"] = Field(
+    balance: Literal["none", "cost", "group"] = Field(
         "none", description="scale the FLOPs loss's gradient on each group's mask by the "
-        "mean cost of a channel over the group's own (cost), so residual streams do not take "
-        "the whole push; or not (none)")
+        "mean cost of a channel over the group's own (cost), or of a whole group (group: with "
+        "normalise=rank every threshold feels the same push), so residual streams do not "
+        "take the whole push; or not (none)")
 
     @field_validator("criterion")
     @classmethod

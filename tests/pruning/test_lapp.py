@@ -144,6 +144,24 @@ def test_cost_balance_scales_each_groups_flops_gradient_by_its_channels_cost():
     assert max(balanced) == pytest.approx(min(balanced), rel=0.05)
 
 
+def test_group_balance_on_ranks_gives_every_threshold_the_same_flops_push():
+    """With "group" each threshold's FLOPs gradient is the group's whole cost times its
+    scale: equal across groups once every soft mask has the same slope (ranks, all
+    thresholds at the same share)."""
+    grads = {}
+    for balance in ("none", "group"):
+        _, lapp, _ = _setup(target=0.1, balance=balance, normalise="rank")
+        lapp.step = lapp.prune_steps
+        with torch.no_grad():
+            for t in lapp.thresholds.values():
+                t.fill_(0.5)
+        lapp.penalty().backward()
+        grads[balance] = [-float(t.grad) for t in lapp.thresholds.values()]
+    assert min(grads["none"]) > 0 and min(grads["group"]) > 0  # raising every threshold
+    assert max(grads["none"]) > 2 * min(grads["none"])  # unbalanced: streams pushed hardest
+    assert max(grads["group"]) == pytest.approx(min(grads["group"]), rel=0.15)
+
+
 def test_rank_scores_spread_each_group_evenly_and_a_threshold_is_the_share_pruned():
     _, lapp, _ = _setup(normalise="rank")
     g = lapp.groups[0]
