@@ -223,16 +223,16 @@ def main() -> None:
     # every method (and LAPP variant) in the cache at these settings, whichever ran now
     names = sorted({k.rpartition("/")[0] for k in done},
                    key=lambda m: (METHODS.index(m.partition("[")[0]), m))
-    for m in names:
-        runs = [done[f"{m}/{s}"] for s in args.seeds if f"{m}/{s}" in done]
-        if runs:
-            accs = [r["test_accuracy"] for r in runs]
-            summary[m] = {"median": statistics.median(accs), "runs": accs,
-                          "flops_ratio": statistics.median(r["flops_ratio"] for r in runs),
-                          "train_seconds": statistics.median(r["train_seconds"] for r in runs),
-                          "widths": {g: statistics.median(r["widths"][g] for r in runs
-                                                          if "widths" in r) for g in order}
-                          if any("widths" in r for r in runs) else None}
+    for m in names:  # over every seed in the cache, not only this call's
+        runs = [done[k] for k in sorted(done, key=lambda k: int(k.rpartition("/")[2]))
+                if k.rpartition("/")[0] == m]
+        accs = [r["test_accuracy"] for r in runs]
+        summary[m] = {"median": statistics.median(accs), "runs": accs,
+                      "flops_ratio": statistics.median(r["flops_ratio"] for r in runs),
+                      "train_seconds": statistics.median(r["train_seconds"] for r in runs),
+                      "widths": {g: statistics.median(r["widths"][g] for r in runs
+                                                      if "widths" in r) for g in order}
+                      if any("widths" in r for r in runs) else None}
     name = f"seed_methods_{args.dataset}_{args.flops:g}"
     png = plot_widths(summary, order, {g: gm[g].size for g in order},
                       f"{args.dataset} ResNet-20 at {args.flops:g} FLOPs", RESULTS / name)

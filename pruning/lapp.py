@@ -112,6 +112,8 @@ class LAPP(TrainHooks):
     search's genes, no group loses more than `max_ratio` of its channels or goes below
     `min_channels`: unbounded, the FLOPs loss emptied whole residual stages (one channel
     of 64 left in ResNet-20's last stage on Fashion-MNIST, test accuracy 45%).
+    `normalise` and `balance` default to seed-methods.md §3's design; the CLI's defaults
+    (`search.config.LappConfig`) are what measured best.
     """
 
     def __init__(self, model: nn.Module, group_map: GroupMap, cost: CostModel, *,
