@@ -18,10 +18,9 @@ from typing import Any
 
 import torch
 
-from benchmarks._common import DEFAULT_DATA_ROOT, RESULTS, write_result
-from benchmarks.base_models import HOLDOUT, base_model, load
-from benchmarks.seed_methods import lapp_options, variant
-from pruning import LAPP, CostModel, GroupMap, TensorLoader, holdout_split, train
+from benchmarks._common import RESULTS, write_result
+from benchmarks.seed_methods import Setting, add_training_args, lapp_options, variant
+from pruning import LAPP, train
 
 
 class _Stop(Exception):
@@ -106,27 +105,17 @@ def plot(rows: list[dict[str, Any]], order: list[str], title: str, stem: Path) -
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--dataset", choices=["fashion-mnist", "cifar10"], default="cifar10")
-    p.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
-    p.add_argument("--flops", type=float, default=0.4)
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--lr", type=float, default=0.05)
+    add_training_args(p, dataset="cifar10", flops=0.4)
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--window", type=int, default=50)
-    p.add_argument("--lapp", nargs="*", default=[], metavar="KEY=VALUE")
     args = p.parse_args()
     torch.set_num_threads(1)
-    data = load(args.dataset, args.data_root)
-    tr, _ = holdout_split(data, HOLDOUT, seed=0)
-    mean, std = data.mean_std()
-    base = base_model(args.dataset, data)
-    x = tr.x[:1].float()
-    gm = GroupMap(base, x)
-    loader = TensorLoader(*tr, batch_size=128, mean=mean, std=std, augment=True,
-                          pad=data.pad, flip=data.flip, seed=0)
+    s = Setting.load(args)
+    base, gm = s.base, s.gm
+    loader = s.loader(0)
     opts = lapp_options(args.lapp)
     fraction = opts.pop("prune_fraction", 0.5)
-    lapp = Recorded(base, gm, CostModel(base, gm, x), target_flops_ratio=args.flops,
+    lapp = Recorded(base, gm, s.cost, target_flops_ratio=args.flops,
                     prune_steps=round(fraction * args.epochs * len(loader)),
                     steps=args.steps, window=args.window, **opts)
     torch.manual_seed(0)

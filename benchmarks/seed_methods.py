@@ -36,10 +36,10 @@ import argparse
 import json
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from benchmarks._common import DEFAULT_DATA_ROOT, PROGRESS, RESULTS, write_result
@@ -51,8 +51,10 @@ from pruning import (
     LAPP,
     CostModel,
     GroupMap,
+    ImageData,
     Plan,
     TensorLoader,
+    TensorSplit,
     TrainHooks,
     adaptive_bn,
     apply_plan,
@@ -60,6 +62,7 @@ from pruning import (
     count_cost,
     create_model,
     holdout_split,
+    top_channels,
     train,
 )
 from pruning.targets import uniform_plan
@@ -87,22 +90,55 @@ def variant(args: argparse.Namespace) -> str:
     return "[" + ",".join(f"{k}={v}" for k, v in sorted(opts.items())) + "]" if opts else ""
 
 
+@dataclass
+class Setting:
+    """What every method starts from: the data, its training split (minus the holdout), the
+    committed base model and its groups and cost model."""
+
+    data: ImageData
+    train: TensorSplit
+    base: torch.nn.Module
+    x: torch.Tensor
+    gm: GroupMap
+    cost: CostModel
+
+    @classmethod
+    def load(cls, args: argparse.Namespace) -> Setting:
+        data = load(args.dataset, args.data_root)
+        tr, _ = holdout_split(data, HOLDOUT, seed=0)
+        base = base_model(args.dataset, data)
+        x = tr.x[:1].float()
+        gm = GroupMap(base, x)
+        return cls(data, tr, base, x, gm, CostModel(base, gm, x))
+
+    def loader(self, seed: int, *, augment: bool = True) -> TensorLoader:
+        mean, std = self.data.mean_std()
+        if not augment:
+            return TensorLoader(*self.train, batch_size=128, mean=mean, std=std, seed=seed)
+        return TensorLoader(*self.train, batch_size=128, mean=mean, std=std, augment=True,
+                            pad=self.data.pad, flip=self.data.flip, seed=seed)
+
+
+def add_training_args(p: argparse.ArgumentParser, *, dataset: str, flops: float) -> None:
+    """The arguments that set a method's training, shared with benchmarks.lapp_gradients."""
+    p.add_argument("--dataset", choices=["fashion-mnist", "cifar10"], default=dataset)
+    p.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
+    p.add_argument("--flops", type=float, default=flops, help="FLOPs kept")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--lapp", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="LAPP options (its keyword arguments, prune_fraction)")
+
+
 def run(method: str, seed: int, args: argparse.Namespace,
         done: dict[str, Any]) -> dict[str, Any] | None:
-    data = load(args.dataset, args.data_root)
-    tr, _ = holdout_split(data, HOLDOUT, seed=0)
-    mean, std = data.mean_std()
-    base = base_model(args.dataset, data)
-    x = tr.x[:1].float()
-    gm = GroupMap(base, x)
-    cost = CostModel(base, gm, x)
+    s = Setting.load(args)
+    data, base, x, gm, cost = s.data, s.base, s.x, s.gm, s.cost
     table = compute_scores(base, gm, ["l1"])
     plan = uniform_plan({g.name: table.scores[g.name]["l1"] for g in gm},
                         lambda p: cost.predict(p)[0] / cost.base_flops, args.flops)
     torch.manual_seed(seed)
-    loader = TensorLoader(*tr, batch_size=128, mean=mean, std=std, augment=True,
-                          pad=data.pad, flip=data.flip, seed=seed)
-    bn = TensorLoader(*tr, batch_size=128, mean=mean, std=std, seed=seed)
+    loader, bn = s.loader(seed), s.loader(seed, augment=False)
     hooks: TrainHooks | None = None
     if method == "dcff":
         dcff = DCFF(base, gm, plan, args.epochs, t_start=None)
@@ -124,8 +160,7 @@ def run(method: str, seed: int, args: argparse.Namespace,
                 print(f"lapp-widths/{seed}: run {source} first; skipped", flush=True)
                 return None
             widths = done[source]["widths"]
-            plan = Plan({g: np.sort(np.argsort(-table.scores[g]["l1"], kind="stable")[:k])
-                         for g, k in widths.items()})
+            plan = Plan({g: top_channels(table.scores[g]["l1"], k) for g, k in widths.items()})
         elif method == "searched":
             found = searched_plan(args.dataset, weights_digest(base), seed, args.flops)
             if found is None:
@@ -186,15 +221,9 @@ def plot_widths(summary: dict[str, dict[str, Any]], order: list[str], sizes: dic
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--dataset", choices=["fashion-mnist", "cifar10"], default="fashion-mnist")
-    p.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
-    p.add_argument("--flops", type=float, default=0.5, help="FLOPs kept")
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--lr", type=float, default=0.05)
+    add_training_args(p, dataset="fashion-mnist", flops=0.5)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    p.add_argument("--lapp", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="LAPP options (its keyword arguments, prune_fraction)")
     args = p.parse_args()
     torch.set_num_threads(1)
     data = load(args.dataset, args.data_root)

@@ -27,7 +27,7 @@ from .genome import Decoder, GenomeLayout
 from .lapp import LAPP
 from .loader import Loader, Split, TensorLoader, TensorSplit
 from .models import create_model, get_model, list_models, load_checkpoint, register_model
-from .plan import Plan, decode_plan, keep_count, ratio_slots
+from .plan import Plan, decode_plan, keep_count, ratio_slots, top_channels
 from .prune import PruneReport, prune
 from .scores import DEFAULT_POOL, ScoreTable, compute_scores
 from .surgery import ChannelGroup, GroupMap, apply_plan, classifier_layers
@@ -102,5 +102,6 @@ __all__ = [
     "register_model",
     "save_pruned",
     "scratch_init",
+    "top_channels",
     "train",
 ]

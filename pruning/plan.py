@@ -79,8 +79,9 @@ def ratio_slots(groups: Iterable[ChannelGroup], granularity: str) -> tuple[list[
     return slots, slot_of
 
 
-def _top(scores: np.ndarray, k: int) -> np.ndarray:
-    # Stable sort on -score: ties go to the lower index, so a genome always gives one plan.
+def top_channels(scores: np.ndarray, k: int) -> np.ndarray:
+    """The `k` highest-scoring channels in index order; ties go to the lower index, so one
+    score vector always gives one plan."""
     return np.sort(np.argsort(-scores, kind="stable")[:k])
 
 
@@ -114,5 +115,5 @@ def decode_plan(blended: Mapping[str, np.ndarray], values: Sequence[float] | np.
             survivors = int((norm >= v).sum())
             k = max(min_channels, -(-survivors // round_to) * round_to)
             k = min(size, k)
-        kept[name] = _top(scores, k)
+        kept[name] = top_channels(scores, k)
     return Plan(kept)

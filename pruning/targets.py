@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .plan import Plan, keep_count
+from .plan import Plan, keep_count, top_channels
 
 __all__ = ["Targets", "fewest_to_meet", "global_profile", "lamp_scores", "repair", "top_plan",
            "uniform_plan"]
@@ -121,8 +121,7 @@ def fewest_to_meet(candidates: Sequence[tuple[float, str, int]],
 
 def top_plan(scores: Mapping[str, np.ndarray], rates: Mapping[str, float]) -> Plan:
     """Each group's highest-scoring channels, pruned at its rate."""
-    return Plan({g: np.sort(np.argsort(-s, kind="stable")[:keep_count(len(s), rates[g])])
-                 for g, s in scores.items()})
+    return Plan({g: top_channels(s, keep_count(len(s), rates[g])) for g, s in scores.items()})
 
 
 def uniform_plan(scores: Mapping[str, np.ndarray], flops_ratio: Callable[[Plan], float],

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pruning import Plan, decode_plan, keep_count
+from pruning import Plan, decode_plan, keep_count, top_channels
 
 
 @pytest.mark.parametrize("size,ratio,min_channels,round_to,expected", [
@@ -47,3 +47,10 @@ def test_threshold_encoding_prunes_below_normalised_threshold():
 def test_plan_round_trips_through_dict():
     plan = Plan({"a": np.array([0, 2]), "b": np.array([1])})
     assert Plan.from_dict(plan.to_dict()) == plan
+
+
+def test_top_channels_are_in_index_order_with_ties_to_the_lower_index():
+    scores = np.array([0.5, 0.9, 0.5, 0.1, 0.9, 0.5])
+    assert top_channels(scores, 3).tolist() == [0, 1, 4]  # 0.9, 0.9, then the first 0.5
+    assert top_channels(scores, 4).tolist() == [0, 1, 2, 4]
+    assert top_channels(scores, 0).tolist() == []
