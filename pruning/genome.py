@@ -222,12 +222,14 @@ class Decoder:
             target = min(levels, key=lambda t: abs(t - ratio))
         return self.layout.make(alpha, values, target)
 
-    def target_seeds(self, count: int, criteria: Sequence[int] | None = None
+    def target_seeds(self, fill: int, criteria: Sequence[int] | None = None
                      ) -> list[tuple[str, list[float]]]:
         """Seeds at FLOPs targets: every criterion cluster (or each of `criteria`) at every
-        target at uniform ratios, then the same criteria's LAMP-style global profiles, each
-        plan once, at most `count`. Criteria and targets are interleaved so a short list
-        still covers both. Names read `criterion@target` and `criterion-global@target`.
+        target at uniform ratios, all of them, so no criterion is judged at one FLOPs level
+        only; then the same criteria's LAMP-style global profiles while there are fewer
+        than `fill` seeds. Each plan once. Criteria and targets are interleaved so a list
+        cut short (at a small budget) still covers both. Names read `criterion@target` and
+        `criterion-global@target`.
         """
         targets = self.layout.targets
         if targets is None:
@@ -249,12 +251,13 @@ class Decoder:
                                      1.0 - float(np.sqrt(t)), top)
             candidates.append((f"{names[k]}-global@{t:g}",
                                self.layout.make(np.eye(len(names))[k], profile, t)))
-        seeds, seen = [], set()
-        for name, genome in candidates:
+        seeds: list[tuple[str, list[float]]] = []
+        seen = set()
+        for i, (name, genome) in enumerate(candidates):
+            if i >= len(order) and len(seeds) >= fill:
+                break
             key = tuple(tuple(v) for v in self.decode(genome).to_dict().values())
             if key not in seen:
                 seen.add(key)
                 seeds.append((name, genome))
-            if len(seeds) == count:
-                break
         return seeds

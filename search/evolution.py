@@ -59,6 +59,7 @@ class _NSGA(Strategy):
             self.queue = self._initial()
             for g in self.queue:
                 self._is_new(g)
+        self.first = len(self.queue)  # generation 0's full evaluations: every seed
 
     def _is_new(self, genome: Genome) -> bool:
         """True (and remembered) unless a genome with the same plan was already proposed."""
@@ -81,12 +82,18 @@ class _NSGA(Strategy):
             random.setstate(outer)
 
     def _initial(self) -> list[Genome]:
-        """Generation 0: the single-criterion seeds, then uniform random genomes."""
+        """Generation 0: every seed (up to the budget, so it may outnumber the population:
+        every criterion at every FLOPs target is worth its evaluation), then uniform random
+        genomes up to the population."""
         p = self.problem
-        seeds = [list(s) for s in p.seeds[: p.population]]
+        seeds = [list(s) for s in p.seeds[: p.budget]]
         while len(seeds) < p.population:
             seeds.append([random.uniform(lo, hi) for lo, hi in zip(p.lower, p.upper)])
         return seeds
+
+    def generation_of(self, index: int) -> int:
+        population = self.problem.population
+        return 0 if index < self.first else 1 + (index - self.first) // population
 
     def _individual(self, genome: Genome, fitness: tuple[float, ...] | None = None
                     ) -> _Individual:
@@ -144,13 +151,14 @@ class _NSGA(Strategy):
 
     def get_state(self) -> dict[str, Any]:
         version, internal, gauss = self._rng_state
-        return {**super().get_state(), "queue": self.queue,
+        return {**super().get_state(), "queue": self.queue, "first": self.first,
                 "population": [[list(i), list(i.fitness.values)] for i in self.population],
                 "rng": [version, list(internal), gauss]}
 
     def set_state(self, state: dict[str, Any]) -> None:
         super().set_state(state)
         self.queue = [list(g) for g in state["queue"]]
+        self.first = state.get("first", self.problem.population)
         self.population = [self._individual(g, tuple(f)) for g, f in state["population"]]
         version, internal, gauss = state["rng"]
         self._rng_state = (version, tuple(internal), gauss)
@@ -158,6 +166,8 @@ class _NSGA(Strategy):
 
 class GenerationalNSGA(_NSGA):
     """Classic NSGA-II: evaluate `population` children, select parents + children.
+    Generation 0 is every seed, more than `population` where there are more (the budget
+    left after it shortens the later generations), or seeds and random genomes.
 
     With successive halving (`options["halving"]` = eta > 1), each generation breeds eta
     times as many children, scores them all at a cheap rung (`is_cheap`), and evaluates in
@@ -179,7 +189,7 @@ class GenerationalNSGA(_NSGA):
         self.cheap_scored: list[tuple[Genome, tuple[float, ...]]] = []
         self.to_promote = 0
         if self.eta > 1:  # generation 0: seeds in full, eta x the random rest at the rung
-            n_seeds = min(len(problem.seeds), problem.population)
+            n_seeds = min(len(problem.seeds), problem.budget)
             rest = self.queue[n_seeds:]
             self.queue = self.queue[:n_seeds]
             self.to_promote = len(rest)
@@ -190,6 +200,8 @@ class GenerationalNSGA(_NSGA):
                     if self._is_new(genome):
                         rest.append(genome)
             self.cheap_queue = rest
+            self.first = n_seeds + self.to_promote
+        self.size = self.first  # full results the generation under way awaits
 
     def suggest(self, trial_id: str) -> Genome | None:
         if self.cheap_queue and not self.retry:
@@ -228,7 +240,7 @@ class GenerationalNSGA(_NSGA):
 
     def _learn(self, trial_id: str, genome: Genome, result: dict[str, Any] | None) -> None:
         self.offspring.append(self._individual(genome, self.problem.objectives.fitness(result)))
-        if len(self.offspring) < self.problem.population:
+        if len(self.offspring) < self.size:
             return
         with self._own_rng():
             self.population = self._select(self.population + self.offspring,
@@ -237,14 +249,14 @@ class GenerationalNSGA(_NSGA):
             self.generation += 1
             remaining = self.problem.budget - self.suggested
             if remaining > 0:
-                k = min(remaining, self.problem.population)
+                k = self.size = min(remaining, self.problem.population)
                 if self.eta > 1:
                     self.cheap_queue, self.to_promote = self._breed(self.eta * k), k
                 else:
                     self.queue = self._breed(k)
 
     def get_state(self) -> dict[str, Any]:
-        return {**super().get_state(), "generation": self.generation,
+        return {**super().get_state(), "generation": self.generation, "size": self.size,
                 "offspring": [[list(i), list(i.fitness.values)] for i in self.offspring],
                 "cheap_queue": self.cheap_queue, "cheap_pending": dict(self.cheap_pending),
                 "cheap_scored": [[g, list(f)] for g, f in self.cheap_scored],
@@ -254,6 +266,7 @@ class GenerationalNSGA(_NSGA):
         """Restore; cheap trials that were running are scored again first."""
         super().set_state(state)
         self.generation = state["generation"]
+        self.size = state.get("size", self.problem.population)
         self.offspring = [self._individual(g, tuple(f)) for g, f in state["offspring"]]
         self.cheap_queue = [list(g) for g in (*state.get("cheap_pending", {}).values(),
                                               *state.get("cheap_queue", []))]

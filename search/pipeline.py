@@ -47,11 +47,13 @@ def _fmt_time(seconds: float) -> str:
 def seed_genomes(prepared: Prepared, cfg: Config, criteria: list[int] | None = None
                  ) -> list[tuple[str, list[float]]]:
     """Generation 0's single-criterion genomes, spread from the budget down the FLOPs range
-    (with FLOPs targets: every criterion cluster at every target, see `target_seeds`).
+    (with FLOPs targets: every criterion cluster at every target, even past the population,
+    see `target_seeds`).
 
-    Three quarters of the population (at least one seed per criterion where it fits); the
-    rest stays random for diversity. Without a budget (max_flops_ratio = 1) the seeds start
-    at half the base FLOPs, so they are real pruning baselines rather than the unpruned model.
+    Three quarters of the population (at least one seed per criterion where it fits; with
+    targets, at least every cluster at every target); the rest stays random for diversity.
+    Without a budget (max_flops_ratio = 1) the seeds start at half the base FLOPs, so they
+    are real pruning baselines rather than the unpruned model.
     `criteria` limits the seeds to those criteria (the clusters a screen kept). The plans
     of `search.seed_plans` come first, their widths as ratio genes.
     """
@@ -65,10 +67,10 @@ def seed_genomes(prepared: Prepared, cfg: Config, criteria: list[int] | None = N
     plans = [(name, decoder.plan_genome(plan, alpha))
              for name, plan in load_seed_plans(cfg, prepared.inputs.group_map)][:count]
     count -= len(plans)
+    if decoder.layout.targets is not None:  # every criterion cluster at every target
+        return plans + decoder.target_seeds(count, criteria)
     if count == 0:
         return plans
-    if decoder.layout.targets is not None:  # criterion clusters at targets, interleaved
-        return plans + decoder.target_seeds(count, criteria)
     return plans + decoder.spread_seeds(budget if budget < 1.0 else 0.5, count, criteria)
 
 
@@ -166,7 +168,7 @@ class Search:
                                      reason=failure or "trial crashed").to_dict()
         index = len(self.records)
         record = {"index": index, "trial_id": trial_id, "genome": genome,
-                  "generation": index // self.cfg.search.population,
+                  "generation": self.strategy.generation_of(index),
                   "seed": self.seeds.get(tuple(genome)), "result": result, "run_id": None}
         self.run.append(record)                               # 1. durable
         self.records.append(record)
@@ -176,8 +178,9 @@ class Search:
         self.progress.update(index, result, self.objectives.feasible(result))
         if result["status"] != "ok":
             self.progress.write(f"  candidate {index} failed: {result['reason']}")
-        if len(self.records) % self.cfg.search.population == 0 or \
-                len(self.records) == self.cfg.search.budget:
+        n = len(self.records)
+        if self.strategy.generation_of(n) != self.strategy.generation_of(n - 1) or \
+                n == self.cfg.search.budget:
             self.end_generation()
 
     def on_cheap(self, trial_id: str, genome: list[float], result: dict[str, Any] | None,
@@ -186,7 +189,7 @@ class Search:
         assert self.strategy is not None
         ok = result is not None and result["status"] == "ok"
         record = {"trial_id": trial_id, "genome": genome,
-                  "generation": len(self.records) // self.cfg.search.population,
+                  "generation": self.strategy.generation_of(len(self.records)),
                   "status": "ok" if ok else "failed",
                   "reason": "" if ok else failure or (result or {}).get("reason", ""),
                   "accuracy": result["accuracy"] if ok and result else None,
@@ -235,7 +238,8 @@ class Search:
     def end_generation(self) -> None:
         self.sender.submit(self.flush)
         n = len(self.records)
-        gen = (n - 1) // self.cfg.search.population
+        assert self.strategy is not None
+        gen = self.strategy.generation_of(n - 1)
         hv = front_hypervolume(self.records, self.objectives)
         front = front_of(self.records, self.objectives)
         feasible = [r["result"]["accuracy"] for r in self.records

@@ -99,6 +99,11 @@ class Strategy:
         search's cheap fidelity, learnt from, but not counted against the budget."""
         return False
 
+    def generation_of(self, index: int) -> int:
+        """The generation of the `index`-th full evaluation, for reports: a block of
+        `population` where the strategy has no generations of its own."""
+        return index // self.problem.population
+
     def _propose(self) -> Genome | None:  # pragma: no cover - abstract
         raise NotImplementedError
 

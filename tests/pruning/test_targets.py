@@ -98,8 +98,12 @@ def test_target_seeds_cover_every_cluster_at_every_target_once(parts):
     for name, genome in seeds:
         t = float(name.split("@")[1])
         assert t - 0.02 <= dec.flops_ratio(genome) <= t
-    short = dec.target_seeds(3)  # a short list still spreads over targets
-    assert sorted(float(n.split("@")[1]) for n, _ in short) == [0.3, 0.4, 0.5]
+    few = dec.target_seeds(3)  # every uniform seed even so, and no global profile
+    assert [n for n, _ in few] == [n for n, _ in seeds][:len(uniform)] == uniform
+    first = [float(n.split("@")[1]) for n in uniform[:3]]
+    assert sorted(first) == [0.3, 0.4, 0.5]  # a list cut short still spreads over targets
+    filled = dec.target_seeds(len(uniform) + 2)
+    assert [n for n, _ in filled] == [n for n, _ in seeds][:len(uniform) + 2]
 
 
 def test_model_clusters_join_criteria_that_rank_alike_in_every_group():

@@ -1,5 +1,6 @@
 """Contract tests over every strategy, plus NSGA specifics, on a toy problem."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -106,6 +107,30 @@ def test_seeds_are_generation_zero(name):
     s = create_strategy(name, toy_problem(seeds=seeds))
     first = [s.suggest(f"t{i}") for i in range(6)]
     assert [tuple(g) for g in first[:3]] == [tuple(map(float, x)) for x in seeds]
+
+
+@pytest.mark.parametrize("halving", [1, 3])
+def test_seeds_past_the_population_are_all_generation_zero(halving):
+    # 7 seeds, population 4: generation 0 evaluates all 7 before selecting 4 of them; the
+    # budget (12) stays exact, so generations 1 and 2 take the 5 left (4 + 1).
+    seeds = [(i / 10, 0, 0, 0.1 * (i % 4), 0.1 * (i % 4)) for i in range(7)]
+    problem = dataclasses.replace(toy_problem(population=4, generations=3, seeds=seeds),
+                                  options={"halving": halving})
+    s = create_strategy("deap-nsga2", problem)
+    gen0 = [s.suggest(f"t{i}") for i in range(7)]
+    assert [tuple(g) for g in gen0] == [tuple(map(float, x)) for x in seeds]
+    assert s.suggest("t7") is None and not any(s.is_cheap(f"t{i}") for i in range(7))
+    for i, g in enumerate(gen0[:6]):
+        s.on_trial_complete(f"t{i}", toy_result(g))
+    assert s.generation == 0  # 6 of 7 reported: no selection yet
+    s.on_trial_complete("t6", toy_result(gen0[6]))
+    assert s.generation == 1 and len(s.population) == 4
+    cheap = 3 * 5 if halving > 1 else 0  # halving scores 3x the 5 cheaply first
+    assert len(drive(s)) == 5 + cheap and s.suggested == 12
+    assert [s.generation_of(i) for i in range(12)] == [0] * 7 + [1] * 4 + [2]
+    restored = create_strategy("deap-nsga2", problem)
+    restored.set_state(json.loads(json.dumps(s.get_state())))
+    assert restored.generation_of(6) == 0 and restored.generation_of(7) == 1
 
 
 def test_generational_waits_for_the_generation():
