@@ -162,7 +162,10 @@ def test_search_at_flops_targets_prunes_every_candidate_onto_one(env, capsys):
 def test_successive_halving_evaluates_in_full_the_cheap_rungs_best_at_each_target(env, capsys):
     uri = f"sqlite:///{env / 'halving'}.db"
     out_dir = env / "runs-halving"
+    # Three criteria: generation 0 holds every cluster at every target, which with the
+    # whole pool (7 clusters here) would be 14 of the 16 candidates.
     assert main(["search", *FAST, "--set", "constraints.flops_targets=[0.3,0.5]",
+                 "--set", "criteria.pool=[l1,bn_gamma,hrank]",
                  "--set", "search.halving=3", "--tracking-uri", uri,
                  "--output-dir", str(out_dir)]) == 0
     out = capsys.readouterr().out
