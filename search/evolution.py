@@ -95,6 +95,14 @@ class _NSGA(Strategy):
         population = self.problem.population
         return 0 if index < self.first else 1 + (index - self.first) // population
 
+    def generation_size(self, generation: int) -> int:
+        """Full evaluations in `generation`: every seed at 0, then a population each
+        until the budget runs out (the last one may be short)."""
+        if generation == 0:
+            return self.first
+        left = self.problem.budget - self.first - (generation - 1) * self.problem.population
+        return max(0, min(left, self.problem.population))
+
     def _individual(self, genome: Genome, fitness: tuple[float, ...] | None = None
                     ) -> _Individual:
         ind = _Individual(genome)
@@ -201,7 +209,6 @@ class GenerationalNSGA(_NSGA):
                         rest.append(genome)
             self.cheap_queue = rest
             self.first = n_seeds + self.to_promote
-        self.size = self.first  # full results the generation under way awaits
 
     def suggest(self, trial_id: str) -> Genome | None:
         if self.cheap_queue and not self.retry:
@@ -240,23 +247,22 @@ class GenerationalNSGA(_NSGA):
 
     def _learn(self, trial_id: str, genome: Genome, result: dict[str, Any] | None) -> None:
         self.offspring.append(self._individual(genome, self.problem.objectives.fitness(result)))
-        if len(self.offspring) < self.size:
+        if len(self.offspring) < self.generation_size(self.generation):
             return
         with self._own_rng():
             self.population = self._select(self.population + self.offspring,
                                            self.problem.population)
             self.offspring = []
             self.generation += 1
-            remaining = self.problem.budget - self.suggested
-            if remaining > 0:
-                k = self.size = min(remaining, self.problem.population)
+            k = self.generation_size(self.generation)
+            if k > 0:
                 if self.eta > 1:
                     self.cheap_queue, self.to_promote = self._breed(self.eta * k), k
                 else:
                     self.queue = self._breed(k)
 
     def get_state(self) -> dict[str, Any]:
-        return {**super().get_state(), "generation": self.generation, "size": self.size,
+        return {**super().get_state(), "generation": self.generation,
                 "offspring": [[list(i), list(i.fitness.values)] for i in self.offspring],
                 "cheap_queue": self.cheap_queue, "cheap_pending": dict(self.cheap_pending),
                 "cheap_scored": [[g, list(f)] for g, f in self.cheap_scored],
@@ -266,7 +272,6 @@ class GenerationalNSGA(_NSGA):
         """Restore; cheap trials that were running are scored again first."""
         super().set_state(state)
         self.generation = state["generation"]
-        self.size = state.get("size", self.problem.population)
         self.offspring = [self._individual(g, tuple(f)) for g, f in state["offspring"]]
         self.cheap_queue = [list(g) for g in (*state.get("cheap_pending", {}).values(),
                                               *state.get("cheap_queue", []))]
