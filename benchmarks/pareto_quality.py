@@ -28,14 +28,17 @@ each (method, search seed) within [t - 0.02, t], and the single criterion best o
 holdout there, are fine-tuned longer and scored on the test split: `--final-seeds`
 fine-tune seeds per search seed, and the single criterion with every one of them, so each
 difference pairs two models fine-tuned on the very same batches. The result's `summary`
-holds test accuracy at matched FLOPs (mean and 95% interval), the default method minus
-the best single criterion paired by fine-tune seed, the attainment hypervolume over
-[lowest target, budget] (`benchmarks.matched`) and the compute seconds. Searches and
-final fine-tunes are kept in `benchmarks/progress/` as they finish, keyed by the settings
-and the base model's weights, so a run stopped midway resumes where it was, across
-sessions once that file is committed, and a retrained base starts afresh.
+holds test accuracy at matched FLOPs (mean and 95% interval), each method (the default
+one singled out) minus the best single criterion paired by fine-tune seed, the attainment
+hypervolume over [lowest target, budget] (`benchmarks.matched`) and the compute seconds.
+A pick whose plan another pick shares is fine-tuned once per seed. Searches and final
+fine-tunes are kept in `benchmarks/progress/` as they finish, keyed by the settings and
+the base model's weights, so a run stopped midway resumes where it was, across sessions
+once that file is committed, and a retrained base starts afresh; `--status` prints the
+tables of what is stored so far.
 
     python -m benchmarks.pareto_quality --dataset fashion-mnist --seeds 0 1 2 --jobs 2
+    python -m benchmarks.pareto_quality --dataset fashion-mnist --status
 """
 
 from __future__ import annotations
@@ -61,7 +64,14 @@ from benchmarks._common import (
     candidate_settings,
     write_result,
 )
-from benchmarks.base_models import HOLDOUT, base_model, load, test_accuracy, weights_digest
+from benchmarks.base_models import (
+    HOLDOUT,
+    base_model,
+    load,
+    test_accuracy,
+    weights,
+    weights_digest,
+)
 from benchmarks.matched import attainment, interval, paired, pick_at
 from pruning import (
     CDP,
@@ -261,11 +271,37 @@ def final_accuracy(b: Bench, plan: dict[str, list[int]], seed: int, steps: int) 
     return test_accuracy(model.eval(), b.data)
 
 
-def run_final(job: tuple[str, dict[str, list[int]], int]) -> tuple[str, float]:
-    """Fine-tune one picked plan longer with one seed; its test accuracy."""
-    key, plan, seed = job
+def run_final(job: tuple[list[str], dict[str, list[int]], int]) -> tuple[list[str], float]:
+    """Fine-tune one picked plan longer with one seed; its test accuracy, for every key
+    that picked this plan."""
+    keys, plan, seed = job
     b = _bench()
-    return key, final_accuracy(b, plan, seed, b.args.final_steps)
+    return keys, final_accuracy(b, plan, seed, b.args.final_steps)
+
+
+def final_jobs(args: argparse.Namespace, chosen: dict[str, dict[str, Any]],
+               finals: dict[str, float]
+               ) -> tuple[list[tuple[list[str], dict[str, list[int]], int]], dict[str, float]]:
+    """The final fine-tunes still to run, one per distinct (plan, fine-tune seed), and the
+    finals that an identical (plan, seed) already stored answers. A final is a function of
+    plan, seed and steps alone (the same batches, one thread), and searches often pick a
+    seed's plan: on Fashion-MNIST 20 of 94 finals repeated one already run, to the digit."""
+    groups: dict[tuple[str, int], list[str]] = {}
+    plans: dict[str, dict[str, list[int]]] = {}
+    for key, rec in chosen.items():
+        plan = json.dumps(rec["plan"], sort_keys=True)
+        plans[plan] = rec["plan"]
+        for f in finetune_seeds(args, key):
+            groups.setdefault((plan, f), []).append(f"{args.final_steps}:{key}/{f}")
+    todo, reused = [], {}
+    for (plan, f), keys in groups.items():
+        done = [finals[k] for k in keys if k in finals]
+        missing = [k for k in keys if k not in finals]
+        if done:
+            reused.update(dict.fromkeys(missing, done[0]))
+        elif missing:
+            todo.append((missing, plans[plan], f))
+    return todo, reused
 
 
 MODES = ("dcff", "cdp", "lapp", "dcff-searched")
@@ -374,15 +410,17 @@ def summarize(args: argparse.Namespace, searches: dict[str, dict], singles: list
         return [a for s in args.seeds for i in range(f)
                 if (a := test(m, t, s, s * f + i)) is not None]
 
+    def vs_single(m: str, t: float) -> dict[str, float] | None:
+        pairs = [(a, b) for s in args.seeds for i in range(f)
+                 if (a := test(m, t, s, s * f + i)) is not None
+                 and (b := test("single", t, s, s * f + i)) is not None]
+        return paired([a for a, _ in pairs], [b for _, b in pairs]) if pairs else None
+
     matched: dict[str, dict[str, Any]] = {}
-    versus: dict[str, Any] = {}
+    versus: dict[str, dict[str, Any]] = {}
     for t in args.targets:
         matched[str(t)] = {m: interval(v) for m in methods if (v := tests(m, t))}
-        pairs = [(a, b) for s in args.seeds for i in range(f)
-                 if (a := test(DEFAULT, t, s, s * f + i)) is not None
-                 and (b := test("single", t, s, s * f + i)) is not None]
-        if pairs:
-            versus[str(t)] = paired([a for a, _ in pairs], [b for _, b in pairs])
+        versus[str(t)] = {m: d for m in methods if m != "single" and (d := vs_single(m, t))}
     lo, hi = min(args.targets), max(args.targets)
     every_single = [r for s in singles for r in s["records"]]
     hv = {m: statistics.median(attainment(s["records"], lo, hi) for s in searches.values()
@@ -411,7 +449,9 @@ def summarize(args: argparse.Namespace, searches: dict[str, dict], singles: list
 
     return {"base_test_accuracy": base_test, "default_method": DEFAULT,
             "targets": list(args.targets), "matched": matched,
-            "paired_vs_best_single": versus, "hypervolume": hv, "compute_seconds": seconds,
+            "paired_vs_best_single": {t: v[DEFAULT] for t, v in versus.items()
+                                      if DEFAULT in v},
+            "paired_vs_single": versus, "hypervolume": hv, "compute_seconds": seconds,
             "candidates": counts, "cheap_candidates": cheap,
             "single_picked": {str(t): chosen[f"single/0/{t}"].get("criterion")
                               for t in args.targets if f"single/0/{t}" in chosen},
@@ -449,6 +489,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--final-steps", type=int, default=800)
     p.add_argument("--final-seeds", type=int, default=2)
     p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--status", action="store_true",
+                   help="print what the progress file holds so far and exit (trains nothing)")
     p.add_argument("--searches-only", action="store_true",
                    help="stop once the searches are stored (seed_methods' searched plans)")
     return p
@@ -465,6 +507,46 @@ def searched_plan(dataset: str, base: str, seed: int, target: float,
     return rec["plan"] if rec else None
 
 
+def gathered(args: argparse.Namespace, store: Store
+             ) -> tuple[dict[str, dict], list[dict], dict[str, dict[str, Any]]]:
+    """The stored searches and singles of these settings, and what each picked."""
+    searches = {k: v for k, v in store.data["searches"].items()
+                if v["method"] in args.methods and v["seed"] in args.seeds}
+    singles = store.data.get("singles", [])
+    for s in singles:
+        for r in s["records"]:
+            r["criterion"] = s["method"].split(":")[1]
+    return searches, singles, picks(args, searches, singles)
+
+
+def status(args: argparse.Namespace, store: Store, base_test: float) -> str:
+    """What the progress file holds so far, as the result's tables will show it: test
+    accuracy at each target (finals in / expected) and each method's paired difference to
+    the best single criterion. Trains nothing; for a run that spans sessions."""
+    searches, singles, chosen = gathered(args, store)
+    finals = store.data["finals"]
+    summary = summarize(args, searches, singles, finals, chosen, base_test,
+                        store.data.get("mode_seconds", {}))
+    expected = {m: len(args.seeds) * args.final_seeds for m in summary["candidates"]}
+    lines = [f"{store.path.name}: {len(searches)} of {len(args.methods) * len(args.seeds)} "
+             f"searches, {len(finals)} finals (base test {base_test:.4f})",
+             "method".ljust(20) + "".join(f"{t:>22g}" for t in args.targets)]
+    for m in {**summary["candidates"], **dict.fromkeys(args.modes)}:
+        cells = []
+        for t in args.targets:
+            got = summary["matched"][str(t)].get(m)
+            vs = summary["paired_vs_single"][str(t)].get(m)
+            cell = f"{got['mean']:.4f}/{got['n']}" if got else "-"
+            if vs:
+                cell += f" {100 * vs['mean']:+.2f}±{100 * (vs['hi'] - vs['mean']):.2f}"
+            cells.append(cell.rjust(22))
+        lines.append(m.ljust(20) + "".join(cells))
+    lines.append(f"(mean test accuracy/finals in, of {expected.get(DEFAULT, '?')} per search "
+                 "method; pp against the best single criterion on the same fine-tune seeds, "
+                 "± half the 95% interval)")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = parser()
     args = p.parse_args()
@@ -474,6 +556,10 @@ def main() -> None:
     t_start = time.perf_counter()
     main_bench = Bench(args)  # loads the base model and ScoreTable before the pool forks
     store = Store(args, main_bench.digest)
+    if args.status:
+        base = json.loads(weights(args.dataset).with_suffix(".json").read_text())
+        print(status(args, store, base["test_accuracy"]))
+        return
     base_test = test_accuracy(main_bench.model, main_bench.data)
     print(f"base ResNet-20 on {args.dataset}: test {base_test:.4f}", flush=True)
     criteria = list(main_bench.layout.criteria)
@@ -488,18 +574,15 @@ def main() -> None:
         if args.searches_only:
             print(f"{len(store.data['searches'])} searches stored in {store.path.name}")
             return
-        searches = {k: v for k, v in store.data["searches"].items()
-                    if v["method"] in args.methods and v["seed"] in args.seeds}
-        singles = store.data["singles"]
-        for s in singles:
-            for r in s["records"]:
-                r["criterion"] = s["method"].split(":")[1]
-        chosen = picks(args, searches, singles)
-        jobs = [(f"{args.final_steps}:{key}/{f}", rec["plan"], f)
-                for key, rec in chosen.items() for f in finetune_seeds(args, key)
-                if f"{args.final_steps}:{key}/{f}" not in store.data["finals"]]
-        for key, acc in pool.imap_unordered(run_final, jobs):
+        searches, singles, chosen = gathered(args, store)
+        jobs, reused = final_jobs(args, chosen, store.data["finals"])
+        for key, acc in reused.items():
             store.put("finals", key, acc)
+        print(f"{len(jobs)} final fine-tunes to run ({len(reused)} answered by the same plan "
+              "and seed already run)", flush=True)
+        for keys, acc in pool.imap_unordered(run_final, jobs):
+            for key in keys:
+                store.put("finals", key, acc)
         modes = [(f"{args.final_steps}:{m}/0/{t}/{f}", m, t, f, None)
                  for m in args.modes if m not in SEARCHED_MODES
                  for t in args.targets for f in range(args.final_seeds)]

@@ -5,7 +5,15 @@ import torch
 
 from benchmarks import pareto_quality
 from benchmarks.base_models import weights_digest
-from benchmarks.pareto_quality import Store, finetune_seeds, parser, picks, summarize
+from benchmarks.pareto_quality import (
+    Store,
+    final_jobs,
+    finetune_seeds,
+    parser,
+    picks,
+    status,
+    summarize,
+)
 
 
 def rec(acc, flops, status="ok"):
@@ -52,6 +60,10 @@ def test_picks_and_paired_differences_share_fine_tune_seeds():
     assert diff["0.3"]["lo"] == pytest.approx(0.02)  # identical differences: no spread
     assert diff["0.5"]["n"] == 3
     assert out["matched"]["0.3"]["single"]["n"] == 4
+    # every method against the single criterion, on its own seeds: random/0 paired on 0, 1
+    assert out["paired_vs_single"]["0.3"]["random"]["n"] == 2
+    assert out["paired_vs_single"]["0.3"]["blendprune"] == diff["0.3"]
+    assert out["paired_vs_single"]["0.3"]["cdp"]["mean"] == pytest.approx(0.835 - 0.8005)
     assert out["candidates"] == {"blendprune": 2.5, "random": 1, "single": 4}
     assert out["hypervolume"]["blendprune"] > out["hypervolume"]["random"]
     # bn_accuracy = accuracy - 0.1 here: adaptive BN ranks exactly as the fine-tune does
@@ -86,3 +98,34 @@ def test_progress_is_keyed_by_the_base_weights(tmp_path, monkeypatch):
     assert after != before
     assert Store(args, after).data["searches"] == {}  # starts afresh
     assert list(Store(args, before).data["searches"]) == ["blendprune/0"]  # resumes
+
+
+def test_a_final_repeated_by_plan_and_seed_is_run_once_or_reused():
+    same, other = {"g": [0, 1]}, {"g": [1]}
+    chosen = {"single/0/0.3": {"plan": same}, "blendprune/0/0.3": {"plan": {"g": [0, 1]}},
+              "blendprune/1/0.3": {"plan": same}, "random/1/0.3": {"plan": other}}
+    # single's seed 2 is stored: blendprune/1's seed 2 takes it; seeds 0, 1 run once for two
+    todo, reused = final_jobs(ARGS, chosen, {"800:single/0/0.3/2": 0.91})
+    assert reused == {"800:blendprune/1/0.3/2": 0.91}
+    runs = {(tuple(sorted(keys)), seed) for keys, _, seed in todo}
+    assert runs == {(("800:blendprune/0/0.3/0", "800:single/0/0.3/0"), 0),
+                    (("800:blendprune/0/0.3/1", "800:single/0/0.3/1"), 1),
+                    (("800:blendprune/1/0.3/3", "800:single/0/0.3/3"), 3),
+                    (("800:random/1/0.3/2",), 2), (("800:random/1/0.3/3",), 3)}
+    assert all((plan == other) == keys[0].startswith("800:random") for keys, plan, _ in todo)
+
+
+def test_status_shows_partial_finals_against_the_single_criterion(tmp_path, monkeypatch):
+    monkeypatch.setattr(pareto_quality, "PROGRESS", tmp_path)
+    args = parser().parse_args(["--dataset", "cifar10", "--targets", "0.3", "0.5",
+                                "--seeds", "0", "--methods", "blendprune", "--modes"])
+    store = Store(args, "abc")
+    store.data["searches"]["blendprune/0"] = {"method": "blendprune", "seed": 0,
+                                              "records": [rec(0.9, 0.3)]}
+    store.data["singles"] = [{"method": "single:l1", "records": [rec(0.85, 0.3)]}]
+    store.data["finals"] = {"800:blendprune/0/0.3/0": 0.83, "800:blendprune/0/0.3/1": 0.85,
+                            "800:single/0/0.3/0": 0.82, "800:single/0/0.3/1": 0.82}
+    lines = status(args, store, 0.9).splitlines()
+    assert "1 of 1 searches, 4 finals" in lines[0]
+    row = next(x for x in lines if x.startswith("blendprune"))
+    assert "0.8400/2 +2.00±" in row and row.rstrip().endswith("-")  # nothing at 0.5 yet
