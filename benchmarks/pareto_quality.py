@@ -30,7 +30,9 @@ fine-tune seeds per search seed, and the single criterion with every one of them
 difference pairs two models fine-tuned on the very same batches. The result's `summary`
 holds test accuracy at matched FLOPs (mean and 95% interval), each method (the default
 one singled out) minus the best single criterion paired by fine-tune seed, the attainment
-hypervolume over [lowest target, budget] (`benchmarks.matched`) and the compute seconds.
+hypervolume over [lowest target, budget] (`benchmarks.matched`) and the compute seconds
+(a candidate's wall time; one over 5x its search's median was a paused process and counts
+at the median; a training mode's CPU time).
 A pick whose plan another pick shares is fine-tuned once per seed. Searches and final
 fine-tunes are kept in `benchmarks/progress/` as they finish, keyed by the settings and
 the base model's weights, so a run stopped midway resumes where it was, across sessions
@@ -98,6 +100,9 @@ from search.strategy import Problem, create_strategy
 
 DEFAULT = "blendprune"
 WIDTH = 0.02  # a pick at target t has FLOPs in [t - WIDTH, t]
+# A candidate's wall time over this many times its search's median was a paused process
+# (SIGSTOP while the machine ran something else): it counts at that median.
+PAUSED = 5.0
 # What a search's result depends on (the cache key); finals are keyed by their steps too.
 SEARCH_SETTINGS = ("dataset", "targets", "pool", "budget", "population", "steps",
                    "bn_batches")
@@ -333,10 +338,10 @@ def run_mode(job: tuple[str, str, float, int, dict[str, list[int]] | None]
     else:
         method = CDP(b.model, b.gm, cost, target_flops_ratio=t, lr=0.02,
                      sparse_steps=round(0.5 * epochs * len(loader)))
-    start = time.perf_counter()
+    start = time.process_time()  # one thread: its CPU time, which a pause does not inflate
     train(method.model, loader, epochs=epochs, lr=0.02, warmup_epochs=0.0,
           label_smoothing=0.0, hooks=method)
-    seconds = time.perf_counter() - start
+    seconds = time.process_time() - start
     return key, test_accuracy(method.to_compact().eval(), b.data), seconds
 
 
@@ -427,11 +432,23 @@ def summarize(args: argparse.Namespace, searches: dict[str, dict], singles: list
                                if s["method"] == m) for m in searching
           if any(s["method"] == m for s in searches.values())}
     hv["single"] = attainment(every_single, lo, hi)
-    seconds = {m: statistics.median(sum(r["seconds"] for r in [*s["records"],
-                                                                *s.get("cheap", [])])
+    paused = 0
+
+    def spent(*kinds: list[dict[str, Any]]) -> float:
+        nonlocal paused
+        total = 0.0
+        for records in kinds:
+            if records:
+                typical = statistics.median(r["seconds"] for r in records)
+                total += sum(typical if r["seconds"] > PAUSED * typical else r["seconds"]
+                             for r in records)
+                paused += sum(r["seconds"] > PAUSED * typical for r in records)
+        return total
+
+    seconds = {m: statistics.median(spent(s["records"], s.get("cheap", []))
                                     for s in searches.values() if s["method"] == m)
                for m in hv if m != "single"}
-    seconds["single"] = sum(r["seconds"] for r in every_single)
+    seconds["single"] = spent(every_single)
     for m in args.modes:  # a mode has no search: its training is all its compute
         spent = [v for k, v in mode_seconds.items() if k.split(":")[1].startswith(f"{m}/")]
         if spent:
@@ -452,7 +469,7 @@ def summarize(args: argparse.Namespace, searches: dict[str, dict], singles: list
             "paired_vs_best_single": {t: v[DEFAULT] for t, v in versus.items()
                                       if DEFAULT in v},
             "paired_vs_single": versus, "hypervolume": hv, "compute_seconds": seconds,
-            "candidates": counts, "cheap_candidates": cheap,
+            "candidates": counts, "cheap_candidates": cheap, "paused_candidates": paused,
             "single_picked": {str(t): chosen[f"single/0/{t}"].get("criterion")
                               for t in args.targets if f"single/0/{t}" in chosen},
             # does adaptive BN alone rank candidates as the brief fine-tune does? (rung 0)
@@ -520,31 +537,17 @@ def gathered(args: argparse.Namespace, store: Store
 
 
 def status(args: argparse.Namespace, store: Store, base_test: float) -> str:
-    """What the progress file holds so far, as the result's tables will show it: test
-    accuracy at each target (finals in / expected) and each method's paired difference to
-    the best single criterion. Trains nothing; for a run that spans sessions."""
+    """What the progress file holds so far, in the result's table (`benchmarks.report`).
+    Trains nothing; for a run that spans sessions."""
+    from benchmarks.report import pareto_table
+
     searches, singles, chosen = gathered(args, store)
     finals = store.data["finals"]
     summary = summarize(args, searches, singles, finals, chosen, base_test,
                         store.data.get("mode_seconds", {}))
-    expected = {m: len(args.seeds) * args.final_seeds for m in summary["candidates"]}
-    lines = [f"{store.path.name}: {len(searches)} of {len(args.methods) * len(args.seeds)} "
-             f"searches, {len(finals)} finals (base test {base_test:.4f})",
-             "method".ljust(20) + "".join(f"{t:>22g}" for t in args.targets)]
-    for m in {**summary["candidates"], **dict.fromkeys(args.modes)}:
-        cells = []
-        for t in args.targets:
-            got = summary["matched"][str(t)].get(m)
-            vs = summary["paired_vs_single"][str(t)].get(m)
-            cell = f"{got['mean']:.4f}/{got['n']}" if got else "-"
-            if vs:
-                cell += f" {100 * vs['mean']:+.2f}±{100 * (vs['hi'] - vs['mean']):.2f}"
-            cells.append(cell.rjust(22))
-        lines.append(m.ljust(20) + "".join(cells))
-    lines.append(f"(mean test accuracy/finals in, of {expected.get(DEFAULT, '?')} per search "
-                 "method; pp against the best single criterion on the same fine-tune seeds, "
-                 "± half the 95% interval)")
-    return "\n".join(lines)
+    return (f"{store.path.name}: {len(searches)} of {len(args.methods) * len(args.seeds)} "
+            f"searches, {len(finals)} finals\n\n"
+            + pareto_table({"summary": summary, "settings": vars(args)}))
 
 
 def main() -> None:

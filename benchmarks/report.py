@@ -15,10 +15,13 @@ from typing import Any
 
 from benchmarks._common import REPO, RESULTS
 
-START = "<!-- benchmark-table:start (python -m benchmarks.report --write) -->"
-END = "<!-- benchmark-table:end -->"
-ZOO_START = "<!-- zoo-table:start (python -m benchmarks.report --write) -->"
-ZOO_END = "<!-- zoo-table:end -->"
+
+def markers(name: str) -> tuple[str, str]:
+    """The comments that enclose generated block `name` in a README."""
+    return f"<!-- {name}:start (python -m benchmarks.report --write) -->", f"<!-- {name}:end -->"
+
+
+START, END = markers("benchmark-table")
 
 
 def _pct(x: float) -> str:
@@ -150,6 +153,10 @@ def pareto_quality(d: dict[str, Any]) -> list[tuple[str, str, str]]:
         parts.append(f"≤ {t:g}: {_pct(mine['mean'])} vs best single "
                      f"{_pct(row['single']['mean'])}, Δ {100 * vs['mean']:+.2f} pp "
                      f"[{100 * vs['lo']:+.2f}, {100 * vs['hi']:+.2f}]")
+    top = s["matched"].get(str(max(s["targets"])), {}).get(default)
+    if top:
+        parts.append(f"drop from the base at ≤ {max(s['targets']):g}: "
+                     f"{100 * (s['base_test_accuracy'] - top['mean']):.2f} pp")
     hv = s["hypervolume"]
     wins &= max(hv, key=hv.get) == default
     hv_text = ", ".join(f"{m} {v:.4f}" for m, v in hv.items())
@@ -161,6 +168,38 @@ def pareto_quality(d: dict[str, Any]) -> list[tuple[str, str, str]]:
         f"best single by more than the interval at {above} targets, need 2)"
     return [(f"pareto_quality, {ds} ResNet-20 (base {_pct(s['base_test_accuracy'])} test), "
              f"{a['budget']} candidates/search", text, goal)]
+
+
+def pareto_table(d: dict[str, Any]) -> str:
+    """Per method and target: test accuracy after the final fine-tune (mean, 95% interval)
+    and the paired difference to the best single criterion; attainment HV; compute."""
+    s, a = d["summary"], d["settings"]
+    targets = [str(t) for t in s["targets"]]
+    versus = s.get("paired_vs_single", {})
+    methods = list(dict.fromkeys([*s["hypervolume"], *(m for t in targets
+                                                       for m in s["matched"].get(t, {}))]))
+    head = (f"**{a['dataset']}** (base {_pct(s['base_test_accuracy'])} test; default "
+            f"`{s['default_method']}`; {len(a['seeds'])} search × {a['final_seeds']} fine-tune "
+            f"seeds; each cell: test accuracy % [95% interval] and how many finals, then the "
+            f"paired difference to the best single criterion at uniform ratios in pp [95% "
+            f"interval])")
+    lines = [head, "", "| method | " + " | ".join(f"≤ {t}" for t in targets)
+             + " | attainment HV | compute s |", "|---|" + "---|" * (len(targets) + 2)]
+    for m in methods:
+        cells = []
+        for t in targets:
+            r, v = s["matched"].get(t, {}).get(m), versus.get(t, {}).get(m)
+            cell = f"{100 * r['mean']:.2f} [{100 * r['lo']:.2f}, {100 * r['hi']:.2f}] " \
+                f"n={r['n']}" if r else "–"
+            if v:
+                cell += f"; {100 * v['mean']:+.2f} [{100 * v['lo']:+.2f}, {100 * v['hi']:+.2f}]"
+            cells.append(cell)
+        hv, sec = s["hypervolume"].get(m), s["compute_seconds"].get(m)
+        name = f"**{m}**" if m == s["default_method"] else m
+        lines.append(f"| {name} | " + " | ".join(cells)
+                     + f" | {f'{hv:.4f}' if hv is not None else '–'} | "
+                       f"{f'{sec:.0f}' if sec is not None else '–'} |")
+    return "\n".join(lines)
 
 
 def zoo(d: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -242,14 +281,25 @@ def table(results: Path = RESULTS) -> str:
     return "\n".join(lines)
 
 
-def block(results: Path = RESULTS) -> str:
-    return f"{START}\n{table(results)}\n{END}"
-
-
-def zoo_block(results: Path = RESULTS) -> str:
+def zoo_body(results: Path) -> str:
     path = results / "zoo.json"
-    body = zoo_table(json.loads(path.read_text())) if path.exists() else "(not run yet)"
-    return f"{ZOO_START}\n{body}\n{ZOO_END}"
+    return zoo_table(json.loads(path.read_text())) if path.exists() else "(not run yet)"
+
+
+def pareto_body(results: Path) -> str:
+    """One table per dataset whose pareto_quality result has the matched-FLOPs summary."""
+    found = [json.loads(p.read_text()) for p in sorted(results.glob("pareto_quality_*.json"))]
+    tables = [pareto_table(d) for d in found if "matched" in d["summary"]]
+    return "\n\n".join(tables) or "(not run yet under the matched-FLOPs protocol)"
+
+
+# Generated blocks: a README holds any of them between their markers.
+BLOCKS = {"benchmark-table": table, "zoo-table": zoo_body, "pareto-table": pareto_body}
+
+
+def block(results: Path = RESULTS, name: str = "benchmark-table") -> str:
+    start, end = markers(name)
+    return f"{start}\n{BLOCKS[name](results)}\n{end}"
 
 
 def _replace(text: str, start: str, end: str, new: str) -> str:
@@ -260,9 +310,12 @@ def _replace(text: str, start: str, end: str, new: str) -> str:
 
 
 def replace_block(text: str, results: Path = RESULTS) -> str:
+    """`text` with the benchmark table (required) and every other block it holds redone."""
     text = _replace(text, START, END, block(results))
-    if ZOO_START in text:
-        text = _replace(text, ZOO_START, ZOO_END, zoo_block(results))
+    for name in BLOCKS:
+        start, end = markers(name)
+        if name != "benchmark-table" and start in text:
+            text = _replace(text, start, end, block(results, name))
     return text
 
 

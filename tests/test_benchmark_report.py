@@ -1,12 +1,45 @@
 import json
 
 from benchmarks._common import REPO
-from benchmarks.report import block, replace_block, table
+from benchmarks.report import BLOCKS, block, markers, replace_block, table
 
 
 def test_readme_tables_match_the_committed_results():
     for path in (REPO / "README.md", REPO / "benchmarks" / "README.md"):
-        assert block() in path.read_text(), f"{path} drifted: python -m benchmarks.report --write"
+        text = path.read_text()
+        assert block() in text, f"{path} drifted: python -m benchmarks.report --write"
+        for name in BLOCKS:
+            if markers(name)[0] in text:
+                assert block(name=name) in text, f"{path}: {name} drifted"
+
+
+def test_pareto_quality_table_and_row_from_the_summary(tmp_path):
+    def iv(mean, half=0.002, n=6):
+        return {"mean": mean, "lo": mean - half, "hi": mean + half, "n": n}
+
+    summary = {
+        "base_test_accuracy": 0.95, "default_method": "blendprune", "targets": [0.3, 0.5],
+        "matched": {"0.3": {"blendprune": iv(0.93), "single": iv(0.92)},
+                    "0.5": {"blendprune": iv(0.94), "single": iv(0.935), "cdp": iv(0.9, n=2)}},
+        "paired_vs_best_single": {"0.3": iv(0.01, 0.004), "0.5": iv(0.005, 0.01)},
+        "paired_vs_single": {"0.3": {"blendprune": iv(0.01, 0.004)},
+                             "0.5": {"blendprune": iv(0.005, 0.01), "cdp": iv(-0.035)}},
+        "hypervolume": {"blendprune": 0.91, "single": 0.9},
+        "compute_seconds": {"blendprune": 600.0, "single": 300.0, "cdp": 90.0}}
+    (tmp_path / "pareto_quality_cifar10.json").write_text(json.dumps({
+        "summary": summary, "settings": {"dataset": "cifar10", "seeds": [0, 1, 2],
+                                         "final_seeds": 2, "budget": 48}}))
+    rows = BLOCKS["pareto-table"](tmp_path).splitlines()
+    assert rows[0].startswith("**cifar10** (base 95.0% test; default `blendprune`")
+    assert rows[4] == ("| **blendprune** | 93.00 [92.80, 93.20] n=6; +1.00 [+0.60, +1.40] | "
+                       "94.00 [93.80, 94.20] n=6; +0.50 [-0.50, +1.50] | 0.9100 | 600 |")
+    assert rows[6] == ("| cdp | – | 90.00 [89.80, 90.20] n=2; -3.50 [-3.70, -3.30] | – "
+                       "| 90 |")
+    row = table(tmp_path).splitlines()[-1]
+    assert "drop from the base at ≤ 0.5: 1.00 pp" in row
+    # best at both targets and in HV, but above single by more than the interval only once
+    assert row.endswith("above the best single by more than the interval at 1 targets, "
+                        "need 2) |"), row
 
 
 def test_rows_state_ratios_and_goals(tmp_path):

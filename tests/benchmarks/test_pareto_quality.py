@@ -65,6 +65,12 @@ def test_picks_and_paired_differences_share_fine_tune_seeds():
     assert out["paired_vs_single"]["0.3"]["blendprune"] == diff["0.3"]
     assert out["paired_vs_single"]["0.3"]["cdp"]["mean"] == pytest.approx(0.835 - 0.8005)
     assert out["candidates"] == {"blendprune": 2.5, "random": 1, "single": 4}
+    assert out["compute_seconds"]["blendprune"] == 5.0 and out["paused_candidates"] == 0
+    searches["blendprune/1"]["records"].append(rec(0.5, 0.9))
+    searches["blendprune/1"]["records"][-1]["seconds"] = 2400.0  # stopped during a CI run
+    out = summarize(ARGS, searches, singles, finals, chosen, base_test=0.92,
+                    mode_seconds=spent)
+    assert out["compute_seconds"]["blendprune"] == 6.0 and out["paused_candidates"] == 1
     assert out["hypervolume"]["blendprune"] > out["hypervolume"]["random"]
     # bn_accuracy = accuracy - 0.1 here: adaptive BN ranks exactly as the fine-tune does
     assert out["bn_vs_finetuned_spearman"]["0.3"] == pytest.approx(1.0)
@@ -127,5 +133,7 @@ def test_status_shows_partial_finals_against_the_single_criterion(tmp_path, monk
                             "800:single/0/0.3/0": 0.82, "800:single/0/0.3/1": 0.82}
     lines = status(args, store, 0.9).splitlines()
     assert "1 of 1 searches, 4 finals" in lines[0]
-    row = next(x for x in lines if x.startswith("blendprune"))
-    assert "0.8400/2 +2.00±" in row and row.rstrip().endswith("-")  # nothing at 0.5 yet
+    row = next(x for x in lines if x.startswith("| **blendprune**"))
+    # two finals at 0.3 (t interval on 1 degree of freedom), nothing at 0.5 yet
+    assert row.startswith("| **blendprune** | 84.00 [71.29, 96.71] n=2; +2.00 [-10.71, "
+                          "+14.71] | – |"), row
