@@ -7,6 +7,7 @@ from benchmarks import pareto_quality
 from benchmarks.base_models import weights_digest
 from benchmarks.pareto_quality import (
     Store,
+    evaluated,
     final_jobs,
     finetune_seeds,
     parser,
@@ -137,3 +138,14 @@ def test_status_shows_partial_finals_against_the_single_criterion(tmp_path, monk
     # two finals at 0.3 (t interval on 1 degree of freedom), nothing at 0.5 yet
     assert row.startswith("| **blendprune** | 84.00 [71.29, 96.71] n=2; +2.00 [-10.71, "
                           "+14.71] | – |"), row
+
+
+def test_stored_evaluations_are_found_by_plan_first_one_kept():
+    a = {**rec(0.8, 0.3), "plan": {"g": [0, 1], "h": [2]}}
+    b = {**rec(0.7, 0.5), "plan": {"g": [0]}}
+    again = {**rec(0.8, 0.3), "plan": {"g": [0, 1], "h": [2]}, "seconds": 9.0}
+    data = {"singles": [{"records": [a]}],
+            "searches": {"x/0": {"records": [again, b, {"accuracy": 0.1}]}}}  # no plan: skipped
+    found = evaluated(data)
+    assert set(found) == {((0, 1), (2,)), ((0,),)}
+    assert found[((0, 1), (2,))] is a and found[((0,),)] is b
