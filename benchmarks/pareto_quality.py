@@ -213,7 +213,7 @@ def run_search(job: tuple[str, int]) -> dict[str, Any]:
     def plan_key(genome: Any) -> tuple[tuple[int, ...], ...]:
         return tuple(tuple(v) for v in ev.decode(genome).to_dict().values())
 
-    known = evaluated(Store(args, b.digest).data)
+    known = evaluated(Store(args, b.digest, quiet=True).data)
 
     def full(genome: list[float]) -> tuple[dict[str, Any], dict[str, Any]]:
         """The full-fidelity record of `genome` and the result the strategy reads."""
@@ -375,15 +375,17 @@ def run_mode(job: tuple[str, str, float, int, dict[str, list[int]] | None]
 class Store:
     """Finished searches and final fine-tunes of one setting, kept as they come in."""
 
-    def __init__(self, args: argparse.Namespace, base: str) -> None:
+    def __init__(self, args: argparse.Namespace, base: str, quiet: bool = False) -> None:
         keep = {"base": base, **{k: v for k, v in vars(args).items() if k in SEARCH_SETTINGS}}
         digest = hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:10]
         self.path = PROGRESS / f"pareto_quality-{args.dataset}-{digest}.json"
         self.data: dict[str, Any] = {"searches": {}, "finals": {}}
         if self.path.exists():
             self.data = json.loads(self.path.read_text())
-            print(f"resuming from {self.path}: {len(self.data['searches'])} searches, "
-                  f"{len(self.data['finals'])} final fine-tunes done", flush=True)
+            if not quiet:
+                print(f"resuming from benchmarks/progress/{self.path.name}: "
+                      f"{len(self.data['searches'])} searches, "
+                      f"{len(self.data['finals'])} final fine-tunes done", flush=True)
 
     def put(self, kind: str, key: str, value: Any) -> None:
         """Store one result into what the file holds now, not what it held at start:
