@@ -48,9 +48,11 @@ tables of what is stored so far.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import multiprocessing as mp
+import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -148,6 +150,12 @@ class Bench:
 
 
 _BENCH: Bench | None = None
+PlanKey = tuple[tuple[int, ...], ...]
+
+
+def plan_key(plan: dict[str, list[int]]) -> PlanKey:
+    """A plan as a hashable key: the kept channels, group by group (in the model's order)."""
+    return tuple(tuple(v) for v in plan.values())
 
 
 def _init(args: argparse.Namespace) -> None:
@@ -210,14 +218,14 @@ def run_search(job: tuple[str, int]) -> dict[str, Any]:
     population = args.population
     t0 = time.perf_counter()
 
-    def plan_key(genome: Any) -> tuple[tuple[int, ...], ...]:
-        return tuple(tuple(v) for v in ev.decode(genome).to_dict().values())
+    def genome_key(genome: Any) -> tuple[tuple[int, ...], ...]:
+        return plan_key(ev.decode(genome).to_dict())
 
     known = evaluated(Store(args, b.digest, quiet=True).data)
 
     def full(genome: list[float]) -> tuple[dict[str, Any], dict[str, Any]]:
         """The full-fidelity record of `genome` and the result the strategy reads."""
-        hit = known.get(plan_key(genome))
+        hit = known.get(genome_key(genome))
         if hit is not None:
             rec = {**hit, "genome": [float(g) for g in genome], "reused": True}
             return rec, rec
@@ -237,16 +245,16 @@ def run_search(job: tuple[str, int]) -> dict[str, Any]:
             n_a = b.layout.n_alpha
             pinned = b.layout.make(np.eye(len(b.layout.criteria))[best], 0.0, middle)[:n_a]
             lo, hi = [*pinned, *lo[n_a:]], [*pinned, *hi[n_a:]]
-        screened = {plan_key(r["genome"]) for r in records}
+        screened = {genome_key(r["genome"]) for r in records}
         seeds = [tuple(g) for _, g in ev.decoder.target_seeds(population - population // 4,
                                                               criteria)
-                 if plan_key(g) not in screened]  # as `blendprune search` seeds
+                 if genome_key(g) not in screened]  # as `blendprune search` seeds
     left = args.budget - len(records)
     generations = method.generations or -(-left // population)
     left = min(left, generations * population)
 
     problem = Problem(tuple(lo), tuple(hi), objectives, population, generations, seed,
-                      tuple(seeds), {"halving": method.halving}, key=plan_key,
+                      tuple(seeds), {"halving": method.halving}, key=genome_key,
                       stratum=b.layout.target)
     strategy = create_strategy(method.algorithm, problem)
     rung = Fidelity(finetune_steps=0)
@@ -272,7 +280,7 @@ def run_search(job: tuple[str, int]) -> dict[str, Any]:
     return {"method": name, "seed": seed, "records": records, "cheap": cheap}
 
 
-def evaluated(data: dict[str, Any]) -> dict[tuple[tuple[int, ...], ...], dict[str, Any]]:
+def evaluated(data: dict[str, Any]) -> dict[PlanKey, dict[str, Any]]:
     """Plan -> its stored full-fidelity record, from the singles and every search. A
     candidate's result is a function of its plan alone (one evaluator seed for all: common
     random numbers; 348 repeated plans in the two datasets' stores agree to the digit), so
@@ -281,7 +289,7 @@ def evaluated(data: dict[str, Any]) -> dict[tuple[tuple[int, ...], ...], dict[st
     for found in [*data.get("singles", []), *data["searches"].values()]:
         for r in found["records"]:
             if "plan" in r:
-                out.setdefault(tuple(tuple(v) for v in r["plan"].values()), r)
+                out.setdefault(plan_key(r["plan"]), r)
     return out
 
 
@@ -318,10 +326,10 @@ def final_jobs(args: argparse.Namespace, chosen: dict[str, dict[str, Any]],
     finals that an identical (plan, seed) already stored answers. A final is a function of
     plan, seed and steps alone (the same batches, one thread), and searches often pick a
     seed's plan: on Fashion-MNIST 20 of 94 finals repeated one already run, to the digit."""
-    groups: dict[tuple[str, int], list[str]] = {}
-    plans: dict[str, dict[str, list[int]]] = {}
+    groups: dict[tuple[PlanKey, int], list[str]] = {}
+    plans: dict[PlanKey, dict[str, list[int]]] = {}
     for key, rec in chosen.items():
-        plan = json.dumps(rec["plan"], sort_keys=True)
+        plan = plan_key(rec["plan"])
         plans[plan] = rec["plan"]
         for f in finetune_seeds(args, key):
             groups.setdefault((plan, f), []).append(f"{args.final_steps}:{key}/{f}")
@@ -387,19 +395,22 @@ class Store:
                       f"{len(self.data['searches'])} searches, "
                       f"{len(self.data['finals'])} final fine-tunes done", flush=True)
 
-    def put(self, kind: str, key: str, value: Any) -> None:
-        """Store one result into what the file holds now, not what it held at start:
-        another run at these settings may have added (or an entry been cleared) since."""
-        if self.path.exists():
-            self.data = json.loads(self.path.read_text())
-        self.data[kind][key] = value
-        self.save()
-
-    def save(self) -> None:
+    def put(self, kind: str, key: str | None, value: Any) -> None:
+        """Store one result (key None: the whole `kind`) into what the file holds now, not
+        what it held at start: another process at these settings may have added (or an
+        entry been cleared) since. A lock makes each read-modify-write one step."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data))
-        tmp.replace(self.path)
+        with open(self.path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if self.path.exists():
+                self.data = json.loads(self.path.read_text())
+            if key is None:
+                self.data[kind] = value
+            else:
+                self.data.setdefault(kind, {})[key] = value
+            tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(self.data))
+            tmp.replace(self.path)
 
 
 def picks(args: argparse.Namespace, searches: dict[str, dict], singles: list[dict]
@@ -437,8 +448,11 @@ def summarize(args: argparse.Namespace, searches: dict[str, dict], singles: list
     f = args.final_seeds
 
     def test(m: str, t: float, s: int, fs: int) -> float | None:
-        unseeded = m == "single" or (m in MODES and m not in SEARCHED_MODES)  # seed 0
-        return finals.get(f"{args.final_steps}:{m}/{0 if unseeded else s}/{t}/{fs}")
+        """Single is keyed seed 0, a mode without a search its first seed; both use the
+        fine-tune seeds of the search seed they pair with."""
+        own = 0 if m == "single" else args.seeds[0] if m in MODES and m not in \
+            SEARCHED_MODES else s
+        return finals.get(f"{args.final_steps}:{m}/{own}/{t}/{fs}")
 
     def tests(m: str, t: float) -> list[float]:
         return [a for s in args.seeds for i in range(f)
@@ -479,9 +493,9 @@ def summarize(args: argparse.Namespace, searches: dict[str, dict], singles: list
                for m in hv if m != "single"}
     seconds["single"] = spent(every_single)
     for m in args.modes:  # a mode has no search: its training is all its compute
-        spent = [v for k, v in mode_seconds.items() if k.split(":")[1].startswith(f"{m}/")]
-        if spent:
-            seconds[m] = statistics.median(spent)
+        trained = [v for k, v in mode_seconds.items() if k.split(":")[1].startswith(f"{m}/")]
+        if trained:
+            seconds[m] = statistics.median(trained)
     counts = {m: statistics.median(len(s["records"]) for s in searches.values()
                                    if s["method"] == m) for m in hv if m != "single"}
     counts["single"] = len(every_single)
@@ -599,8 +613,7 @@ def main() -> None:
             if f"{m}/{s}" not in store.data["searches"]]
     with mp.get_context("spawn").Pool(args.jobs, initializer=_init, initargs=(args,)) as pool:
         if "singles" not in store.data:
-            store.data["singles"] = pool.map(run_single, range(len(criteria)))
-            store.save()
+            store.put("singles", None, pool.map(run_single, range(len(criteria))))
         for result in pool.imap_unordered(run_search, todo):
             store.put("searches", f"{result['method']}/{result['seed']}", result)
         if args.searches_only:
@@ -615,18 +628,18 @@ def main() -> None:
         for keys, acc in pool.imap_unordered(run_final, jobs):
             for key in keys:
                 store.put("finals", key, acc)
-        modes = [(f"{args.final_steps}:{m}/0/{t}/{f}", m, t, f, None)
+        first = args.seeds[0]
+        modes = [(f"{args.final_steps}:{m}/{first}/{t}/{f}", m, t, f, None)
                  for m in args.modes if m not in SEARCHED_MODES
-                 for t in args.targets for f in range(args.final_seeds)]
+                 for t in args.targets for f in finetune_seeds(args, f"{m}/{first}")]
         modes += [(f"{args.final_steps}:{m}/{key.split('/', 1)[1]}/{f}", m,
                    float(key.rsplit("/", 1)[1]), f, rec["plan"])
                   for m in args.modes if m in SEARCHED_MODES
                   for key, rec in chosen.items() if key.startswith(f"{DEFAULT}/")
                   for f in finetune_seeds(args, key)]
         modes = [job for job in modes if job[0] not in store.data["finals"]]
-        store.data.setdefault("mode_seconds", {})
         for key, acc, seconds in pool.imap_unordered(run_mode, modes):
-            store.data["mode_seconds"][key] = seconds
+            store.put("mode_seconds", key, seconds)
             store.put("finals", key, acc)
     finals = store.data["finals"]
     summary = summarize(args, searches, singles, finals, chosen, base_test,

@@ -1,3 +1,4 @@
+import multiprocessing as mp
 from argparse import Namespace
 
 import pytest
@@ -149,3 +150,50 @@ def test_stored_evaluations_are_found_by_plan_first_one_kept():
     found = evaluated(data)
     assert set(found) == {((0, 1), (2,)), ((0,),)}
     assert found[((0, 1), (2,))] is a and found[((0,),)] is b
+
+
+def test_store_keeps_what_two_writers_put_and_the_modes_seconds(tmp_path, monkeypatch):
+    monkeypatch.setattr(pareto_quality, "PROGRESS", tmp_path)
+    args = parser().parse_args(["--dataset", "cifar10"])
+    a, b = Store(args, "abc"), Store(args, "abc")  # two processes on one progress file
+    a.put("finals", "800:x/0/0.3/0", 0.8)
+    b.put("mode_seconds", "800:cdp/0/0.3/0", 12.5)
+    b.put("singles", None, [{"method": "single:l1", "records": []}])
+    a.put("finals", "800:x/0/0.3/1", 0.9)
+    again = Store(args, "abc").data
+    assert again["finals"] == {"800:x/0/0.3/0": 0.8, "800:x/0/0.3/1": 0.9}
+    assert again["mode_seconds"] == {"800:cdp/0/0.3/0": 12.5}
+    assert again["singles"][0]["method"] == "single:l1"
+    assert [f.name for f in tmp_path.iterdir() if f.suffix == ".tmp"] == []
+
+
+def test_a_mode_pairs_on_the_first_search_seed_when_it_is_not_zero():
+    args = Namespace(**{**vars(ARGS), "seeds": [1, 2]})
+    searches = {f"blendprune/{s}": {"method": "blendprune", "seed": s,
+                                    "records": [rec(0.9, 0.3)]} for s in (1, 2)}
+    singles = [{"method": "single:l1", "records": [rec(0.85, 0.3)]}]
+    chosen = picks(args, searches, singles)
+    finals = {"800:cdp/1/0.3/2": 0.83, "800:cdp/1/0.3/3": 0.84,
+              "800:single/0/0.3/2": 0.80, "800:single/0/0.3/3": 0.80}
+    out = summarize(args, searches, singles, finals, chosen, base_test=0.92, mode_seconds={})
+    assert out["matched"]["0.3"]["cdp"]["n"] == 2
+    assert out["paired_vs_single"]["0.3"]["cdp"]["mean"] == pytest.approx(0.035)
+
+
+def _put_many(args, tag):
+    store = Store(args, "abc", quiet=True)
+    for i in range(40):
+        store.put("finals", f"800:{tag}/0/0.3/{i}", float(i))
+
+
+def test_processes_writing_one_store_at_once_lose_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(pareto_quality, "PROGRESS", tmp_path)  # forked children inherit it
+    args = parser().parse_args(["--dataset", "cifar10"])
+    procs = [mp.get_context("fork").Process(target=_put_many, args=(args, tag))
+             for tag in ("a", "b", "c")]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(60)
+    assert [proc.exitcode for proc in procs] == [0, 0, 0]
+    assert len(Store(args, "abc", quiet=True).data["finals"]) == 120
