@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,7 +43,7 @@ from pruning.plan import decode_plan
 from pruning.surgery import apply_plan
 
 # the module, not the `train` function that `pruning` re-exports under the same name
-TRAIN_MODULE = importlib.import_module("pruning.train")
+TRAIN_MODULE: Any = importlib.import_module("pruning.train")
 # name -> (channels_last, kernel guards on); the first is the product's default
 VARIANTS = {"channels_last": (True, True), "channels_last_unguarded": (True, False),
             "contiguous": (False, True)}
@@ -100,7 +101,7 @@ def bench(arch: str, data, settings: EvalSettings, repeats: int, holdout: int) -
     variant_totals: dict[str, list[float]] = {name: [] for name in VARIANTS}
     surgery_only: list[float] = []
     for i in range(repeats + 1):  # the first is warm-up (lazy imports, allocator)
-        genome = layout.make(rng.random(len(layout.criteria)), 0.5)
+        genome = layout.make(rng.random(len(layout.criteria)).tolist(), 0.5)
         names = list(VARIANTS)
         for name in names[i % len(names):] + names[:i % len(names)]:  # rotate: no order bias
             with guards(VARIANTS[name][1]):

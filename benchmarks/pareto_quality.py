@@ -79,6 +79,7 @@ from benchmarks.base_models import (
     weights_digest,
 )
 from benchmarks.matched import attainment, interval, paired, pick_at
+from benchmarks.report import pareto_table
 from pruning import (
     CDP,
     DCFF,
@@ -285,7 +286,7 @@ def evaluated(data: dict[str, Any]) -> dict[PlanKey, dict[str, Any]]:
     candidate's result is a function of its plan alone (one evaluator seed for all: common
     random numbers; 348 repeated plans in the two datasets' stores agree to the digit), so
     a search that proposes a stored plan takes that record and is charged its seconds."""
-    out = {}
+    out: dict[PlanKey, dict[str, Any]] = {}
     for found in [*data.get("singles", []), *data["searches"].values()]:
         for r in found["records"]:
             if "plan" in r:
@@ -582,8 +583,6 @@ def gathered(args: argparse.Namespace, store: Store
 def status(args: argparse.Namespace, store: Store, base_test: float) -> str:
     """What the progress file holds so far, in the result's table (`benchmarks.report`).
     Trains nothing; for a run that spans sessions."""
-    from benchmarks.report import pareto_table
-
     searches, singles, chosen = gathered(args, store)
     finals = store.data["finals"]
     summary = summarize(args, searches, singles, finals, chosen, base_test,

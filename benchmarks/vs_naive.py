@@ -36,6 +36,7 @@ from pruning import (
     GenomeLayout,
     GroupMap,
     TensorLoader,
+    TensorSplit,
     compute_scores,
     count_cost,
     create_model,
@@ -56,13 +57,14 @@ class ImageDataset(Dataset):
         return self.transform(self.x[i]), int(self.y[i])
 
 
-def naive_trial(ckpt: Path, arch: str, num_classes: int, tr, ho, mean, std, ratio: float,
+def naive_trial(ckpt: Path, arch: str, num_classes: int, tr: TensorSplit,
+                ho: TensorSplit, mean, std, ratio: float,
                 s: EvalSettings) -> tuple[float, int]:
     norm = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean.tolist(), std.tolist())]
     train_tf = v2.Compose([v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip(), *norm])
     model = create_model(arch, num_classes, 3)
     model.load_state_dict(torch.load(ckpt, weights_only=True))
-    train_loader = DataLoader(ImageDataset(*tr, train_tf), batch_size=s.batch_size,
+    train_loader = DataLoader(ImageDataset(tr.x, tr.y, train_tf), batch_size=s.batch_size,
                               shuffle=True, drop_last=True, num_workers=0)
     example = torch.randn(1, 3, 32, 32)
     importance = tp.importance.MagnitudeImportance(p=1)
@@ -92,7 +94,7 @@ def naive_trial(ckpt: Path, arch: str, num_classes: int, tr, ho, mean, std, rati
     model.eval()
     correct = 0
     with torch.no_grad():
-        for x, y in DataLoader(ImageDataset(*ho, v2.Compose(norm)), batch_size=512):
+        for x, y in DataLoader(ImageDataset(ho.x, ho.y, v2.Compose(norm)), batch_size=512):
             correct += int((model(x).argmax(1) == y).sum())
     flops, _ = count_cost(model, example)
     return correct / len(ho[1]), flops
