@@ -14,6 +14,8 @@ and recorded with its BN-only accuracy and its wall time. Methods:
   ratios-only    ablation: the same search with one criterion, picked inside its own
                  budget by screening each cluster's uniform plan at the middle target
   random, optuna-nsga2, optuna-tpe   the same genome and repair, unseeded
+  optuna-tpe-seeded   Optuna's TPE seeded as blendprune is (its seeds enqueued first),
+                 then a quarter population of random start-up trials
   single         each criterion at uniform ratios at each target (a baseline, no search)
   dcff, cdp, lapp   the training modes at each target instead of a pick's final
                  fine-tune, as long (whole epochs nearest `--final-steps`): DCFF on the
@@ -202,6 +204,7 @@ METHODS = {
     "random": Method("random"),
     "optuna-nsga2": Method("optuna-nsga2"),
     "optuna-tpe": Method("optuna-tpe"),
+    "optuna-tpe-seeded": Method("optuna-tpe", seeded=True),
 }
 
 
@@ -661,7 +664,7 @@ def main() -> None:
 
 COLORS = {DEFAULT: "tab:red", "blendprune-halving": "tab:pink", "ratios-only": "tab:orange",
           "random": "tab:gray", "optuna-nsga2": "tab:blue", "optuna-tpe": "tab:purple",
-          "single": "k", "dcff": "tab:green",
+          "optuna-tpe-seeded": "magenta", "single": "k", "dcff": "tab:green",
           "dcff-searched": "tab:cyan", "cdp": "tab:brown", "lapp": "tab:olive"}
 
 

@@ -2,7 +2,11 @@
 
 Optuna's ask/tell interface maps one-to-one onto suggest/on_trial_complete; the FLOPs
 budget is a trial constraint (`Trial.set_constraint`), which Optuna's samplers treat by
-constraint-domination.
+constraint-domination. TPE takes the search's seed genomes (every criterion cluster at
+every target) first, as enqueued trials (`Study.enqueue_trial`), and models from these
+single-criterion baselines instead of rediscovering them. NSGA-II does not take them: its
+sampler gives a generation only to trials it samples, so enqueued ones would never be
+parents.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ _CONSTRAINT = "flops_over_budget"
 class _Optuna(Strategy):
     def __init__(self, problem: Problem) -> None:
         super().__init__(problem)
+        self._seeds = [list(s) for s in problem.seeds[: problem.budget]]
         directions: list[StudyDirection] = [
             StudyDirection.MAXIMIZE if w > 0 else StudyDirection.MINIMIZE
             for w in problem.objectives.weights]
@@ -38,6 +43,8 @@ class _Optuna(Strategy):
         raise NotImplementedError
 
     def _propose(self) -> Genome:
+        if self._seeds:
+            self.study.enqueue_trial({f"g{i:03d}": v for i, v in enumerate(self._seeds.pop(0))})
         trial = self.study.ask()
         genome = [trial.suggest_float(f"g{i:03d}", lo, hi)
                   for i, (lo, hi) in enumerate(zip(self.problem.lower, self.problem.upper))]
@@ -86,6 +93,7 @@ class _Optuna(Strategy):
 
     def set_state(self, state: dict[str, Any]) -> None:
         super().set_state(state)
+        del self._seeds[: self.suggested]  # seeds come first: these were proposed already
         names = self.problem.objectives.names
         for genome, values, violation in state["trials"]:
             if values is None:
@@ -108,10 +116,15 @@ class OptunaNSGA2(_Optuna):
 
 
 class OptunaTPE(_Optuna):
-    """Optuna's multi-objective TPE sampler."""
+    """Optuna's multi-objective TPE sampler. Its start-up trials are random: a population
+    of them, or with seeds, the seeds and a quarter population (uniform-ratio seeds alone
+    would centre every ratio gene's density on one value)."""
 
     name = "optuna-tpe"
+    accepts_seeds = True
 
     def _sampler(self) -> optuna.samplers.BaseSampler:
-        return optuna.samplers.TPESampler(seed=self.problem.seed,
-                                          n_startup_trials=self.problem.population)
+        p = self.problem
+        seeds = min(len(p.seeds), p.budget)
+        startup = seeds + max(1, p.population // 4) if seeds else p.population
+        return optuna.samplers.TPESampler(seed=p.seed, n_startup_trials=startup)

@@ -201,5 +201,5 @@ def create_strategy(name: str, problem: Problem) -> Strategy:
 register_strategy("deap-nsga2", "search.evolution:GenerationalNSGA", seeds=True)
 register_strategy("deap-steady", "search.evolution:SteadyStateNSGA", seeds=True)
 register_strategy("optuna-nsga2", "search.baselines:OptunaNSGA2")
-register_strategy("optuna-tpe", "search.baselines:OptunaTPE")
+register_strategy("optuna-tpe", "search.baselines:OptunaTPE", seeds=True)
 register_strategy("random", RandomSearch)

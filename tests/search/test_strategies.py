@@ -82,7 +82,7 @@ def test_unknown_algorithm_is_named():
 
 def test_registry_lists_the_builtin_strategies_and_what_they_accept():
     assert ALGORITHMS == ["deap-nsga2", "deap-steady", "optuna-nsga2", "optuna-tpe", "random"]
-    assert SEEDED == ["deap-nsga2", "deap-steady"]
+    assert SEEDED == ["deap-nsga2", "deap-steady", "optuna-tpe"]
 
 
 def test_a_strategy_outside_the_registry_is_reached_as_module_class():
@@ -107,6 +107,29 @@ def test_seeds_are_generation_zero(name):
     s = create_strategy(name, toy_problem(seeds=seeds))
     first = [s.suggest(f"t{i}") for i in range(6)]
     assert [tuple(g) for g in first[:3]] == [tuple(map(float, x)) for x in seeds]
+
+
+@pytest.mark.parametrize("name", SEEDED)
+def test_a_resumed_search_proposes_each_seed_once(name):
+    seeds = [(1.0, 0, 0, 0.3, 0.3), (0, 1.0, 0, 0.3, 0.3), (0, 0, 1.0, 0.3, 0.3)]
+    p = toy_problem(population=4, generations=3, seeds=seeds)
+    a = create_strategy(name, p)
+    ga = [a.suggest(f"t{i}") for i in range(2)]
+    for i, g in enumerate(ga):
+        a.on_trial_complete(f"t{i}", toy_result(g))
+    b = create_strategy(name, p)
+    b.set_state(json.loads(json.dumps(a.get_state())))
+    rest = drive(b)
+    assert len(rest) == p.budget - 2
+    assert [sum(g == list(map(float, s)) for g in ga + rest) for s in seeds] == [1, 1, 1]
+
+
+def test_seeded_tpe_models_after_the_seeds_and_a_quarter_population_of_random_trials():
+    seeds = [(1.0, 0, 0, 0.3, 0.3), (0, 1.0, 0, 0.3, 0.3), (0, 0, 1.0, 0.3, 0.3)]
+    seeded = create_strategy("optuna-tpe", toy_problem(population=8, seeds=seeds))
+    assert seeded.study.sampler._n_startup_trials == 3 + 2
+    assert create_strategy("optuna-tpe", toy_problem(population=8)).study.sampler \
+        ._n_startup_trials == 8
 
 
 @pytest.mark.parametrize("halving", [1, 3])
