@@ -14,7 +14,7 @@ holdout, and is scored once on the test split:
   lapp-widths  the widths LAPP learnt (the `lapp` run of the same seed), the highest-L1
              channels kept, trained as finetune: whether LAPP's allocation or its
              training while pruning decides its accuracy
-  searched   the plan blendprune's search (benchmarks/pareto_quality.py, same seed)
+  searched   the plan the default search (benchmarks/pareto_quality.py, same seed)
              picked at `--flops`: apply_plan, adaptive BN, the same training; skipped
              until that search is in the cache
   scratch    the uniform plan's compact architecture, freshly initialised

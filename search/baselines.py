@@ -28,10 +28,15 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 _CONSTRAINT = "flops_over_budget"
 
 
+def _param(i: int) -> str:
+    """Gene i's name in the study (zero-padded so that names sort as genes do)."""
+    return f"g{i:03d}"
+
+
 class _Optuna(Strategy):
     def __init__(self, problem: Problem) -> None:
         super().__init__(problem)
-        self._seeds = [list(s) for s in problem.seeds[: problem.budget]]
+        self._seeds = [list(s) for s in problem.seeds[: problem.budget]]  # proposed first
         directions: list[StudyDirection] = [
             StudyDirection.MAXIMIZE if w > 0 else StudyDirection.MINIMIZE
             for w in problem.objectives.weights]
@@ -44,9 +49,9 @@ class _Optuna(Strategy):
 
     def _propose(self) -> Genome:
         if self._seeds:
-            self.study.enqueue_trial({f"g{i:03d}": v for i, v in enumerate(self._seeds.pop(0))})
+            self.study.enqueue_trial({_param(i): v for i, v in enumerate(self._seeds.pop(0))})
         trial = self.study.ask()
-        genome = [trial.suggest_float(f"g{i:03d}", lo, hi)
+        genome = [trial.suggest_float(_param(i), lo, hi)
                   for i, (lo, hi) in enumerate(zip(self.problem.lower, self.problem.upper))]
         self._trials[trial.number] = trial
         self._by_genome[tuple(self.problem.clip(genome))] = trial.number
@@ -67,9 +72,9 @@ class _Optuna(Strategy):
 
     def _add(self, genome: Genome, result: dict[str, Any] | None) -> None:
         dists: dict[str, BaseDistribution] = {
-            f"g{i:03d}": optuna.distributions.FloatDistribution(lo, hi)
+            _param(i): optuna.distributions.FloatDistribution(lo, hi)
                  for i, (lo, hi) in enumerate(zip(self.problem.lower, self.problem.upper))}
-        params = {f"g{i:03d}": v for i, v in enumerate(genome)}
+        params = {_param(i): v for i, v in enumerate(genome)}
         objectives = self.problem.objectives
         if result is None or result.get("status") != "ok":
             frozen = optuna.trial.create_trial(params=params, distributions=dists,
@@ -83,7 +88,7 @@ class _Optuna(Strategy):
     def get_state(self) -> dict[str, Any]:
         done = []
         for t in self.study.get_trials(states=(TrialState.COMPLETE, TrialState.FAIL)):
-            genome = [t.params[f"g{i:03d}"] for i in range(len(self.problem.lower))]
+            genome = [t.params[_param(i)] for i in range(len(self.problem.lower))]
             if t.state == TrialState.COMPLETE:
                 violation = t.constraints.get(_CONSTRAINT, 0.0)
                 done.append([genome, list(t.values), violation])
@@ -121,7 +126,6 @@ class OptunaTPE(_Optuna):
     would centre every ratio gene's density on one value)."""
 
     name = "optuna-tpe"
-    accepts_seeds = True
 
     def _sampler(self) -> optuna.samplers.BaseSampler:
         p = self.problem

@@ -168,9 +168,11 @@ class EvaluationConfig(_Section):
 
 
 class SearchConfig(_Section):
-    algorithm: str = Field("deap-nsga2", description="search strategy: "
+    algorithm: str = Field("optuna-tpe", description="search strategy: "
                            + ", ".join(list_strategies()) + ", or 'module:Class'")
-    population: int = Field(16, ge=4, description="candidates per generation")
+    population: int = Field(16, ge=4, description="candidates per generation (optuna-tpe: "
+                            "per reporting block; after the seeds, a quarter of one are "
+                            "random start-up trials)")
     generations: int = Field(4, ge=1, description="budget = population x generations")
     seed: int = Field(0, description="seed of the strategy")
     workers: int = Field(2, ge=1, description="candidates evaluated at once (Ray actors)")

@@ -6,7 +6,7 @@ from search.config import Config, ConfigError, list_presets, load_config
 def test_defaults_match_the_design_contract():
     cfg = Config()
     assert cfg.model.arch == "resnet20" and cfg.data.dataset == "digits"
-    assert cfg.search.algorithm == "deap-nsga2" and cfg.search.budget == 64
+    assert cfg.search.algorithm == "optuna-tpe" and cfg.search.budget == 64
     assert cfg.objectives == ["accuracy", "flops"] and cfg.constraints.max_flops_ratio == 1.0
     assert "taylor" in cfg.criteria.pool and "random" not in cfg.criteria.pool
 
