@@ -127,8 +127,13 @@ class OptunaTPE(_Optuna):
 
     name = "optuna-tpe"
 
-    def _sampler(self) -> optuna.samplers.BaseSampler:
+    @property
+    def startup_trials(self) -> int:
+        """Trials before TPE models: the seeds (enqueued) and the random ones after them."""
         p = self.problem
         seeds = min(len(p.seeds), p.budget)
-        startup = seeds + max(1, p.population // 4) if seeds else p.population
-        return optuna.samplers.TPESampler(seed=p.seed, n_startup_trials=startup)
+        return seeds + max(1, p.population // 4) if seeds else p.population
+
+    def _sampler(self) -> optuna.samplers.BaseSampler:
+        return optuna.samplers.TPESampler(seed=self.problem.seed,
+                                          n_startup_trials=self.startup_trials)

@@ -127,9 +127,8 @@ def test_a_resumed_search_proposes_each_seed_once(name):
 def test_seeded_tpe_models_after_the_seeds_and_a_quarter_population_of_random_trials():
     seeds = [(1.0, 0, 0, 0.3, 0.3), (0, 1.0, 0, 0.3, 0.3), (0, 0, 1.0, 0.3, 0.3)]
     seeded = create_strategy("optuna-tpe", toy_problem(population=8, seeds=seeds))
-    assert seeded.study.sampler._n_startup_trials == 3 + 2
-    assert create_strategy("optuna-tpe", toy_problem(population=8)).study.sampler \
-        ._n_startup_trials == 8
+    assert seeded.startup_trials == 3 + 2
+    assert create_strategy("optuna-tpe", toy_problem(population=8)).startup_trials == 8
 
 
 @pytest.mark.parametrize("halving", [1, 3])
