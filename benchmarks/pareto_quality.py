@@ -18,6 +18,9 @@ and recorded with its BN-only accuracy and its wall time. Methods:
                  the best of each target; fewer generations for the same compute
   ratios-only    ablation: NSGA-II with one criterion, picked inside its own budget by
                  screening each cluster's uniform plan at the middle target
+  tpe-ratios-only  the same one-criterion screen, then the seeded TPE over ratios alone
+                 (fewer genes for TPE's density model; the product's search.screen with
+                 search.screen_margin=0)
   random, optuna-nsga2, optuna-tpe   the same genome and repair, unseeded
   single         each criterion at uniform ratios at each target (a baseline, no search)
   dcff, cdp, lapp   the training modes at each target instead of a pick's final
@@ -205,6 +208,7 @@ METHODS = {
     "deap-nsga2-seeded": Method("deap-nsga2", seeded=True),
     "deap-nsga2-halving": Method("deap-nsga2", seeded=True, halving=3, generations=3),
     "ratios-only": Method("deap-nsga2", seeded=True, one_criterion=True),
+    "tpe-ratios-only": Method("optuna-tpe", seeded=True, one_criterion=True),
     "random": Method("random"),
     "optuna-nsga2": Method("optuna-nsga2"),
     "optuna-tpe": Method("optuna-tpe"),
