@@ -93,6 +93,7 @@ from pruning import (
     DCFF,
     LAPP,
     CostModel,
+    Distill,
     Evaluator,
     Fidelity,
     GenomeLayout,
@@ -312,13 +313,16 @@ def run_single(k: int) -> dict[str, Any]:
     return {"method": f"single:{b.layout.criteria[k]}", "seed": 0, "records": records}
 
 
-def final_accuracy(b: Bench, plan: dict[str, list[int]], seed: int, steps: int) -> float:
-    """Test accuracy of `plan` after a `steps` fine-tune with `seed` (how picks are scored)."""
+def final_accuracy(b: Bench, plan: dict[str, list[int]], seed: int, steps: int,
+                   distill: float = 0.0) -> float:
+    """Test accuracy of `plan` after a `steps` fine-tune with `seed` (how picks are scored),
+    distilled from the base model with weight `distill` (0: off)."""
     torch.manual_seed(seed)
     model = apply_plan(b.model, b.gm, Plan.from_dict(plan))
     loader = TensorLoader(*b.tr, batch_size=128, mean=b.mean, std=b.std, augment=True,
                           pad=b.data.pad, flip=b.data.flip, seed=seed)
-    finetune(model, loader.batches(steps), steps, lr=0.02)
+    teacher = Distill(b.model.eval(), distill) if distill else None
+    finetune(model, loader.batches(steps), steps, lr=0.02, distill=teacher)
     return test_accuracy(model.eval(), b.data)
 
 
@@ -671,8 +675,9 @@ def main() -> None:
 
 COLORS = {DEFAULT: "tab:red", "deap-nsga2-seeded": "magenta", "deap-nsga2-halving": "tab:pink",
           "ratios-only": "tab:orange", "random": "tab:gray", "optuna-nsga2": "tab:blue",
-          "optuna-tpe": "tab:purple", "single": "k", "dcff": "tab:green",
-          "dcff-searched": "tab:cyan", "cdp": "tab:brown", "lapp": "tab:olive"}
+          "optuna-tpe": "tab:purple", "tpe-ratios-only": "goldenrod", "single": "k",
+          "dcff": "tab:green", "dcff-searched": "tab:cyan", "cdp": "tab:brown",
+          "lapp": "tab:olive"}
 
 
 def plot(args: argparse.Namespace, searches: dict[str, dict], singles: list[dict],
