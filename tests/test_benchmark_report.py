@@ -88,3 +88,18 @@ def test_zoo_row_counts_both_tools_and_names_their_failures(tmp_path):
                    "in 66; equal to the original with the removed channels zeroed in 65 of 65 "
                    "without cross-channel norms); Torch-Pruning 65/66 (ZeroDivisionError: "
                    "shufflenet) | met (66 of 66) |")
+
+
+def test_distill_gain_row_reads_the_paired_interval(tmp_path):
+    def row(distilled, plain, lo, hi, n=6):
+        return {"distilled": {"mean": distilled}, "plain": {"mean": plain},
+                "difference": {"mean": distilled - plain, "lo": lo, "hi": hi, "n": n}}
+
+    (tmp_path / "distill_gain_cifar10.json").write_text(json.dumps({
+        "settings": {"dataset": "cifar10", "final_steps": 800},
+        "summary": {"weight": 0.5, "method": "m",
+                    "per_target": {"0.5": row(0.86, 0.85, -0.01, 0.03)},
+                    "all": row(0.86, 0.85, 0.004, 0.016, n=12)}}))
+    line = table(tmp_path).splitlines()[-1]
+    assert "≤ 0.5: 86.00% vs 85.00%, Δ +1.00 pp [-1.00, +3.00]" in line
+    assert "all 12 pairs: Δ +1.00 pp [+0.40, +1.60] | pays (interval above 0) |" in line
