@@ -216,6 +216,11 @@ METHODS = {
 }
 
 
+# Each one-criterion ablation and the blended search it takes the blend out of: their
+# paired difference is what the blend itself adds (the summary's `blend_gain`).
+ABLATIONS = {"ratios-only": "deap-nsga2-seeded", "tpe-ratios-only": DEFAULT}
+
+
 def run_search(job: tuple[str, int]) -> dict[str, Any]:
     """One (method, search seed): `budget` candidates with the evaluator in this process."""
     name, seed = job
@@ -473,17 +478,24 @@ def summarize(args: argparse.Namespace, searches: dict[str, dict], singles: list
         return [a for s in args.seeds for i in range(f)
                 if (a := test(m, t, s, s * f + i)) is not None]
 
-    def vs_single(m: str, t: float) -> dict[str, float] | None:
+    def versus(m: str, other: str, t: float) -> dict[str, float] | None:
+        """m minus other, paired by fine-tune seed."""
         pairs = [(a, b) for s in args.seeds for i in range(f)
                  if (a := test(m, t, s, s * f + i)) is not None
-                 and (b := test("single", t, s, s * f + i)) is not None]
+                 and (b := test(other, t, s, s * f + i)) is not None]
         return paired([a for a, _ in pairs], [b for _, b in pairs]) if pairs else None
 
     matched: dict[str, dict[str, Any]] = {}
-    versus: dict[str, dict[str, Any]] = {}
+    vs_single: dict[str, dict[str, Any]] = {}
     for t in args.targets:
         matched[str(t)] = {m: interval(v) for m in methods if (v := tests(m, t))}
-        versus[str(t)] = {m: d for m in methods if m != "single" and (d := vs_single(m, t))}
+        vs_single[str(t)] = {m: d for m in methods
+                             if m != "single" and (d := versus(m, "single", t))}
+    blend_gain = [{"blended": blended, "ablation": ablation,
+                   "targets": {str(t): d for t in args.targets
+                               if (d := versus(blended, ablation, t))}}
+                  for ablation, blended in ABLATIONS.items()
+                  if ablation in searching and blended in searching]
     lo, hi = min(args.targets), max(args.targets)
     every_single = [r for s in singles for r in s["records"]]
     hv = {m: statistics.median(attainment(s["records"], lo, hi) for s in searches.values()
@@ -524,9 +536,10 @@ def summarize(args: argparse.Namespace, searches: dict[str, dict], singles: list
 
     return {"base_test_accuracy": base_test, "default_method": DEFAULT,
             "targets": list(args.targets), "matched": matched,
-            "paired_vs_best_single": {t: v[DEFAULT] for t, v in versus.items()
+            "paired_vs_best_single": {t: v[DEFAULT] for t, v in vs_single.items()
                                       if DEFAULT in v},
-            "paired_vs_single": versus, "hypervolume": hv, "compute_seconds": seconds,
+            "paired_vs_single": vs_single, "blend_gain": blend_gain, "hypervolume": hv,
+            "compute_seconds": seconds,
             "candidates": counts, "cheap_candidates": cheap, "paused_candidates": paused,
             "single_picked": {str(t): chosen[f"single/0/{t}"].get("criterion")
                               for t in args.targets if f"single/0/{t}" in chosen},

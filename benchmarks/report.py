@@ -199,6 +199,12 @@ def pareto_table(d: dict[str, Any]) -> str:
         lines.append(f"| {name} | " + " | ".join(cells)
                      + f" | {f'{hv:.4f}' if hv is not None else '–'} | "
                        f"{f'{sec:.0f}' if sec is not None else '–'} |")
+    gains = [f"`{g['blended']}` − `{g['ablation']}`: " + ", ".join(
+        f"≤ {t} {100 * v['mean']:+.2f} [{100 * v['lo']:+.2f}, {100 * v['hi']:+.2f}]"
+        for t, v in g["targets"].items()) for g in s.get("blend_gain", []) if g["targets"]]
+    if gains:
+        lines += ["", "What the blend adds (a blended search minus its one-criterion ablation, "
+                  "paired by fine-tune seed, pp [95% interval]): " + "; ".join(gains) + "."]
     return "\n".join(lines)
 
 

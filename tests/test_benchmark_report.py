@@ -25,7 +25,9 @@ def test_pareto_quality_table_and_row_from_the_summary(tmp_path):
         "paired_vs_single": {"0.3": {"blendprune": iv(0.01, 0.004)},
                              "0.5": {"blendprune": iv(0.005, 0.01), "cdp": iv(-0.035)}},
         "hypervolume": {"blendprune": 0.91, "single": 0.9},
-        "compute_seconds": {"blendprune": 600.0, "single": 300.0, "cdp": 90.0}}
+        "compute_seconds": {"blendprune": 600.0, "single": 300.0, "cdp": 90.0},
+        "blend_gain": [{"blended": "blendprune", "ablation": "ratios",
+                        "targets": {"0.3": iv(-0.004, 0.003)}}]}
     (tmp_path / "pareto_quality_cifar10.json").write_text(json.dumps({
         "summary": summary, "settings": {"dataset": "cifar10", "seeds": [0, 1, 2],
                                          "final_seeds": 2, "budget": 48}}))
@@ -35,6 +37,8 @@ def test_pareto_quality_table_and_row_from_the_summary(tmp_path):
                        "94.00 [93.80, 94.20] n=6; +0.50 [-0.50, +1.50] | 0.9100 | 600 |")
     assert rows[6] == ("| cdp | – | 90.00 [89.80, 90.20] n=2; -3.50 [-3.70, -3.30] | – "
                        "| 90 |")
+    assert rows[-1].endswith("paired by fine-tune seed, pp [95% interval]): `blendprune` − "
+                             "`ratios`: ≤ 0.3 -0.40 [-0.70, -0.10].")
     row = table(tmp_path).splitlines()[-1]
     assert "drop from the base at ≤ 0.5: 1.00 pp" in row
     # best at both targets and in HV, but above single by more than the interval only once
