@@ -107,9 +107,9 @@ def main() -> None:
         "summary": summary,
         "finals": {k: {"distilled": distilled[k], "plain": finals[v]} for k, v in pairs.items()},
         "wall_seconds_this_run": time.perf_counter() - t0})
-    for t, r in [*per_target.items(), ("all", summary["all"])]:
+    for t, r in [*((f"≤ {t}", r) for t, r in per_target.items()), ("all", summary["all"])]:
         d = r["difference"]
-        print(f"≤ {t}: distilled {100 * r['distilled']['mean']:.2f}% vs plain "
+        print(f"{t}: distilled {100 * r['distilled']['mean']:.2f}% vs plain "
               f"{100 * r['plain']['mean']:.2f}%: {100 * d['mean']:+.2f} pp "
               f"[{100 * d['lo']:+.2f}, {100 * d['hi']:+.2f}] n={d['n']}")
 
