@@ -70,18 +70,20 @@ def main() -> None:
     prefix = f"{pq.final_steps}:d{args.weight:g}:"
     jobs: list[Job] = []
     pairs: dict[str, str] = {}  # distilled key -> the plain final's key
+    by_target: dict[str, list[str]] = {str(t): [] for t in args.targets}
     for t in args.targets:
         for key, rec in chosen.items():
             if not key.startswith(f"{DEFAULT}/") or not key.endswith(f"/{t}"):
                 continue
             for f in finetune_seeds(pq, key):
-                plain = f"{pq.final_steps}:{key}/{f}"
+                plain, mine = f"{pq.final_steps}:{key}/{f}", f"{prefix}{key}/{f}"
                 if plain not in finals:
                     p.error(f"no plain final {plain} in {store.path.name}: run "
                             f"benchmarks.pareto_quality --dataset {args.dataset} first")
-                pairs[prefix + f"{key}/{f}"] = plain
-                if prefix + f"{key}/{f}" not in store.data.get("distilled", {}):
-                    jobs.append((prefix + f"{key}/{f}", rec["plan"], f))
+                pairs[mine] = plain
+                by_target[str(t)].append(mine)
+                if mine not in store.data.get("distilled", {}):
+                    jobs.append((mine, rec["plan"], f))
     print(f"{len(jobs)} distilled fine-tunes to run, {len(pairs) - len(jobs)} stored",
           flush=True)
     with mp.get_context("spawn").Pool(args.jobs, initializer=_init, initargs=(pq,)) as pool:
@@ -95,8 +97,7 @@ def main() -> None:
         b = [finals[pairs[k]] for k in keys]
         return {"distilled": interval(a), "plain": interval(b), "difference": paired(a, b)}
 
-    per_target = {str(t): row([k for k in pairs if k.split("/")[-2] == str(t)])
-                  for t in args.targets}
+    per_target = {t: row(keys) for t, keys in by_target.items()}
     summary = {"weight": args.weight, "method": DEFAULT, "per_target": per_target,
                "all": row(list(pairs))}
     write_result(f"distill_gain_{args.dataset}", {

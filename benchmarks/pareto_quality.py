@@ -326,7 +326,7 @@ def final_accuracy(b: Bench, plan: dict[str, list[int]], seed: int, steps: int,
     model = apply_plan(b.model, b.gm, Plan.from_dict(plan))
     loader = TensorLoader(*b.tr, batch_size=128, mean=b.mean, std=b.std, augment=True,
                           pad=b.data.pad, flip=b.data.flip, seed=seed)
-    teacher = Distill(b.model.eval(), distill) if distill else None
+    teacher = Distill(b.model, distill) if distill else None  # base_model: eval mode
     finetune(model, loader.batches(steps), steps, lr=0.02, distill=teacher)
     return test_accuracy(model.eval(), b.data)
 

@@ -273,19 +273,19 @@ def seed_methods(d: dict[str, Any]) -> list[tuple[str, str, str]]:
 def distill_gain(d: dict[str, Any]) -> list[tuple[str, str, str]]:
     s, a = d["summary"], d["settings"]
 
-    def diff(r: dict[str, Any]) -> str:
-        x = r["difference"]
-        return (f"{100 * r['distilled']['mean']:.2f}% vs {100 * r['plain']['mean']:.2f}%, "
-                f"Δ {100 * x['mean']:+.2f} pp [{100 * x['lo']:+.2f}, {100 * x['hi']:+.2f}]")
+    def delta(x: dict[str, Any]) -> str:
+        return f"Δ {100 * x['mean']:+.2f} pp [{100 * x['lo']:+.2f}, {100 * x['hi']:+.2f}]"
 
-    per = "; ".join(f"≤ {t}: {diff(r)}" for t, r in s["per_target"].items())
+    per = "; ".join(f"≤ {t}: {100 * r['distilled']['mean']:.2f}% vs "
+                    f"{100 * r['plain']['mean']:.2f}%, {delta(r['difference'])}"
+                    for t, r in s["per_target"].items())
     gain = s["all"]["difference"]
     verdict = ("pays (interval above 0)" if gain["lo"] > 0 else
                "hurts (interval below 0)" if gain["hi"] < 0 else "no measurable gain")
     return [(f"distill_gain, {a['dataset']} ResNet-20, weight {s['weight']:g}, "
              f"{a['final_steps']}-step final fine-tune of `{s['method']}`'s picks",
              f"distilled vs plain, paired by plan and seed: {per}; all {gain['n']} pairs: "
-             f"{diff(s['all']).split(', ', 1)[1]}", verdict)]
+             f"{delta(gain)}", verdict)]
 
 
 SUMMARIZERS = {"candidate_cost": candidate_cost, "overhead": overhead, "scaling": scaling,
