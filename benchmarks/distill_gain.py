@@ -1,6 +1,6 @@
 """Distillation from the base model in the final fine-tune: does it pay?
 
-`evaluation.distill` blends the fine-tune's cross-entropy with the KL divergence to the
+`final.distill` blends the final fine-tune's cross-entropy with the KL divergence to the
 unpruned base model's soft targets (`pruning.Distill`, temperature 4). This measures it
 where the product spends most of its training, the final fine-tune: the picks of
 `pareto_quality`'s default search (its stored searches at its default settings) at each

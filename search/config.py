@@ -164,7 +164,7 @@ class EvaluationConfig(_Section):
     channels_last: bool = Field(True, description="fine-tune and score candidates in "
                                 "channels-last memory format (faster convolutions)")
     distill: float = Field(0.0, ge=0, lt=1, description="weight of distillation from the "
-                           "base model in the brief and final fine-tunes (0: off)")
+                           "base model in each candidate's brief fine-tune (0: off)")
 
 
 class SearchConfig(_Section):
@@ -230,6 +230,8 @@ class FinalConfig(_Section):
     registered_model: str | None = Field(
         "", description="registered model the final-stage models become versions of "
         "(empty: <name>-<parent run id prefix>, one per search; null: not registered)")
+    distill: float = Field(0.0, ge=0, lt=1, description="weight of distillation from the "
+                           "base model in the final fine-tune or training mode (0: off)")
     method: str = Field(
         "finetune", description="how the top-k are finished: a fine-tune, or a training "
         "mode (dcff: filter fusion of the member's plan; cdp: sparse training to the "

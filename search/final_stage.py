@@ -91,7 +91,7 @@ def _finish(cfg: Config, prepared: Prepared, plan: Plan, seed: int
     """One front member trained longer with one seed: (model in eval mode, its plan)."""
     ws = prepared.inputs
     loader = ws.loader(ws.train, train=True, batch_size=cfg.evaluation.batch_size, seed=seed)
-    distill = Distill(ws.model, cfg.evaluation.distill) if cfg.evaluation.distill else None
+    distill = Distill(ws.model, cfg.final.distill) if cfg.final.distill else None
     torch.manual_seed(seed)
     if cfg.final.method != "finetune" and cfg.final.epochs:
         s = get_mode(cfg.final.method).build(cfg, ws, plan, cfg.final.epochs, cfg.final.lr,

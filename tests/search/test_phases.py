@@ -56,3 +56,22 @@ def test_config_becomes_evaluation_settings_in_one_place():
     s = eval_settings(load_config("digits", QUICK))
     assert (s.finetune_steps, s.channels_last, s.keep, s.seed) == (7, False, "fuse", 5)
     assert (s.bn_batches, s.lr, s.batch_size) == (10, 0.02, 128)  # the digits preset's
+
+
+def test_the_final_fine_tune_distils_by_its_own_weight_not_the_brief_ones(prepared):
+    """`final.distill` reaches the final fine-tune; `evaluation.distill` (the candidates'
+    brief fine-tune) leaves it as it was."""
+    from pruning.targets import top_plan
+    from search.final_stage import _finish
+
+    scores = {g.name: prepared.table.scores[g.name]["l1"] for g in prepared.inputs.group_map}
+    plan = top_plan(scores, dict.fromkeys(scores, 0.5))
+
+    def finished(*overrides):
+        cfg = load_config("digits", [*QUICK, "final.epochs=1", *overrides])
+        model, _ = _finish(cfg, prepared, plan, seed=3)
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    plain = finished()
+    assert torch.equal(finished("evaluation.distill=0.9"), plain)
+    assert not torch.allclose(finished("final.distill=0.9"), plain)
