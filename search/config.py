@@ -230,7 +230,7 @@ class FinalConfig(_Section):
     registered_model: str | None = Field(
         "", description="registered model the final-stage models become versions of "
         "(empty: <name>-<parent run id prefix>, one per search; null: not registered)")
-    distill: float = Field(0.0, ge=0, lt=1, description="weight of distillation from the "
+    distill: float = Field(0.5, ge=0, lt=1, description="weight of distillation from the "
                            "base model in the final fine-tune or training mode (0: off)")
     method: str = Field(
         "finetune", description="how the top-k are finished: a fine-tune, or a training "

@@ -9,6 +9,7 @@ def test_defaults_match_the_design_contract():
     assert cfg.search.algorithm == "optuna-tpe" and cfg.search.budget == 64
     assert cfg.objectives == ["accuracy", "flops"] and cfg.constraints.max_flops_ratio == 1.0
     assert "taylor" in cfg.criteria.pool and "random" not in cfg.criteria.pool
+    assert cfg.final.distill == 0.5 and cfg.evaluation.distill == 0.0
 
 
 def test_set_overrides_parse_types(tmp_path):
