@@ -147,9 +147,10 @@ class Bench:
                                          targets=Targets(tuple(args.targets)))
         self.evaluator = self.make_evaluator(seed=0)
 
-    def make_evaluator(self, seed: int) -> Evaluator:
+    def make_evaluator(self, seed: int, distill: float = 0.0) -> Evaluator:
         s = candidate_settings(seed, bn_batches=self.args.bn_batches,
-                               finetune_steps=self.args.steps, lr=0.02, batch_size=128)
+                               finetune_steps=self.args.steps, lr=0.02, batch_size=128,
+                               distill=distill)
         return Evaluator(self.model, self.gm, self.table, self.layout, self.tr, self.ho,
                          mean=self.mean, std=self.std, pad=self.data.pad, flip=self.data.flip,
                          settings=s)

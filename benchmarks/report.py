@@ -239,7 +239,31 @@ def fidelity(d: dict[str, Any]) -> list[tuple[str, str, str]]:
                     f"Spearman with the final {d['settings']['final_steps']}-step test "
                     f"accuracy: {rho} (0 = adaptive BN alone); pick regret {regret}",
                     "measured (decides the halving rung)"))
+        if distilled := rep.get("distilled"):
+            out.append(fidelity_distilled(distilled, t, rep))
     return out
+
+
+def fidelity_distilled(d: dict[str, Any], t: str, rep: dict[str, Any]
+                       ) -> tuple[str, str, str]:
+    """The distilled brief fine-tune's ranking against the plain one's, rung by rung."""
+    def gain(g: dict[str, float | None]) -> str:
+        if g["mean"] is None:
+            return "gain undefined"
+        return f"gain {g['mean']:+.2f} [{g['lo']:+.2f}, {g['hi']:+.2f}]"
+
+    rho = "; ".join(f"{k} steps {v:.2f} (plain {rep['spearman_vs_final'][k]:.2f}, "
+                    f"{gain(d['spearman_gain'][k])})" for k, v in d["spearman_vs_final"].items())
+    regret = ", ".join(f"{k}: {100 * v:.2f} pp (plain {100 * rep['pick_regret'][k]:.2f})"
+                       for k, v in d["pick_regret"].items())
+    lows = [g["lo"] for g in d["spearman_gain"].values() if g["lo"] is not None]
+    highs = [g["hi"] for g in d["spearman_gain"].values() if g["hi"] is not None]
+    verdict = ("ranks better (interval above 0)" if lows and min(lows) > 0 else
+               "ranks worse (interval below 0)" if highs and max(highs) < 0 else
+               "no measurable gain in ranking")
+    return (f"fidelity, brief fine-tune distilled from the base (weight {d['weight']:g}), "
+            f"≤ {t} FLOPs, {rep['candidates']} structures",
+            f"Spearman with the final: {rho}; pick regret {regret}", verdict)
 
 
 def zoo_table(d: dict[str, Any]) -> str:
