@@ -14,8 +14,10 @@ the base model at weight W (the search's `evaluation.distill`, same batches): th
 picks by these scores, so distillation in the brief fine-tune pays only if it ranks
 structures closer to the final result. Reported as each distilled rung's Spearman and
 regret, and the paired Spearman gain over the plain rung with a bootstrap 95% interval
-(candidates resampled). Every score is kept in `benchmarks/progress/` as it comes, so a
-stopped run resumes; `--jobs` scores that many candidates at once.
+(candidates resampled). The final stays plain, as `pareto_quality` scores every method's
+picks, although the product's own final now distils (`final.distill`). Every score is
+kept in `benchmarks/progress/` as it comes, so a stopped run resumes; `--jobs` scores that
+many candidates at once.
 
     python -m benchmarks.fidelity --dataset fashion-mnist --targets 0.3 --candidates 24
     python -m benchmarks.fidelity --dataset cifar10 --targets 0.3 0.5 --rungs 0 40 120 \
@@ -25,6 +27,7 @@ stopped run resumes; `--jobs` scores that many candidates at once.
 from __future__ import annotations
 
 import argparse
+import copy
 import functools
 import hashlib
 import json
@@ -112,8 +115,8 @@ def _regret(score: list[float], final: list[float]) -> float:
 
 def _spearman_gain(plain: list[float], dist: list[float], final: list[float]
                    ) -> dict[str, float | None]:
-    """Spearman(dist, final) - Spearman(plain, final), with a paired bootstrap 95% interval
-    (the same candidates resampled for both)."""
+    """Spearman(dist, final) - Spearman(plain, final) on all candidates, with a paired
+    bootstrap 95% percentile interval (the same candidates resampled for both)."""
     from scipy.stats import bootstrap
 
     def gain(p: np.ndarray, d: np.ndarray, f: np.ndarray) -> float:
@@ -121,14 +124,14 @@ def _spearman_gain(plain: list[float], dist: list[float], final: list[float]
         return float("nan") if a is None or b is None else a - b
 
     point = gain(np.array(plain), np.array(dist), np.array(final))
-    if len(final) < 3 or not np.isfinite(point):
-        return {"mean": None, "lo": None, "hi": None}
+    if not np.isfinite(point):  # fewer than 3 candidates, or one score ties throughout
+        return {"point": None, "lo": None, "hi": None}
     with warnings.catch_warnings():  # resamples whose scores all tie have no Spearman
         warnings.simplefilter("ignore")
         res = bootstrap((plain, dist, final), gain, paired=True, vectorized=False,
                         n_resamples=2000, method="percentile", random_state=0)
     lo, hi = np.nanpercentile(res.bootstrap_distribution, [2.5, 97.5])
-    return {"mean": point, "lo": float(lo), "hi": float(hi)}
+    return {"point": point, "lo": float(lo), "hi": float(hi)}
 
 
 @functools.cache
@@ -141,7 +144,7 @@ def score(job: tuple[str, list[float], dict[str, Any]]) -> tuple[str, dict[str, 
     name, genome, row = job
     b = _bench()
     args = b.args
-    row = {"rungs": dict(row["rungs"]), **{k: v for k, v in row.items() if k != "rungs"}}
+    row = copy.deepcopy(row)
     for k in args.rungs:
         if str(k) not in row["rungs"]:
             res = b.evaluator.evaluate(genome, Fidelity(finetune_steps=k))
@@ -149,10 +152,10 @@ def score(job: tuple[str, list[float], dict[str, Any]]) -> tuple[str, dict[str, 
             row["flops_ratio"] = res.flops_ratio
     if args.distill:
         dist = row.setdefault("distilled", {}).setdefault(f"{args.distill:g}", {})
-        distilling = _distilling(args.distill)
         for k in args.rungs:
             if k > 0 and str(k) not in dist:
-                dist[str(k)] = distilling.evaluate(genome, Fidelity(finetune_steps=k)).accuracy
+                res = _distilling(args.distill).evaluate(genome, Fidelity(finetune_steps=k))
+                dist[str(k)] = res.accuracy
     key = f"final{args.final_steps}"
     if key not in row:
         row[key] = final_accuracy(b, b.evaluator.decode(genome).to_dict(), 0, args.final_steps)
@@ -195,7 +198,9 @@ def main() -> None:
             for name, row in pool.imap_unordered(score, jobs):
                 scores[name] = row
                 cache.parent.mkdir(parents=True, exist_ok=True)
-                cache.write_text(json.dumps(scores))
+                tmp = cache.with_suffix(".tmp")  # a stopped write leaves the old cache whole
+                tmp.write_text(json.dumps(scores))
+                tmp.replace(cache)
                 dist = row.get("distilled", {}).get(w, {}) if args.distill else {}
                 print(f"{name:24s} " + " ".join(f"{row['rungs'][str(k)]:.3f}"
                                                 for k in args.rungs)

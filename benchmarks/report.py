@@ -247,23 +247,30 @@ def fidelity(d: dict[str, Any]) -> list[tuple[str, str, str]]:
 def fidelity_distilled(d: dict[str, Any], t: str, rep: dict[str, Any]
                        ) -> tuple[str, str, str]:
     """The distilled brief fine-tune's ranking against the plain one's, rung by rung."""
-    def gain(g: dict[str, float | None]) -> str:
-        if g["mean"] is None:
-            return "gain undefined"
-        return f"gain {g['mean']:+.2f} [{g['lo']:+.2f}, {g['hi']:+.2f}]"
+    def num(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.2f}"
 
-    rho = "; ".join(f"{k} steps {v:.2f} (plain {rep['spearman_vs_final'][k]:.2f}, "
-                    f"{gain(d['spearman_gain'][k])})" for k, v in d["spearman_vs_final"].items())
-    regret = ", ".join(f"{k}: {100 * v:.2f} pp (plain {100 * rep['pick_regret'][k]:.2f})"
-                       for k, v in d["pick_regret"].items())
-    lows = [g["lo"] for g in d["spearman_gain"].values() if g["lo"] is not None]
-    highs = [g["hi"] for g in d["spearman_gain"].values() if g["hi"] is not None]
-    verdict = ("ranks better (interval above 0)" if lows and min(lows) > 0 else
-               "ranks worse (interval below 0)" if highs and max(highs) < 0 else
-               "no measurable gain in ranking")
+    def gain(g: dict[str, float | None]) -> str:
+        if g["point"] is None:
+            return "gain n/a"
+        return f"gain {g['point']:+.2f} [{g['lo']:+.2f}, {g['hi']:+.2f}]"
+
+    def verdict(g: dict[str, float | None]) -> str:
+        lo, hi = g["lo"], g["hi"]
+        return ("ranks better" if lo is not None and lo > 0 else
+                "ranks worse" if hi is not None and hi < 0 else "no measurable gain")
+
+    rungs = list(d["spearman_vs_final"])
+    rho = "; ".join(f"{k} steps {num(d['spearman_vs_final'][k])} (plain "
+                    f"{num(rep['spearman_vs_final'][k])}, {gain(d['spearman_gain'][k])}, "
+                    f"holdout {100 * d['accuracy_gain'][k]:+.2f} pp)" for k in rungs)
+    regret = ", ".join(f"{k}: {100 * d['pick_regret'][k]:.2f} pp "
+                       f"(plain {100 * rep['pick_regret'][k]:.2f})" for k in rungs)
     return (f"fidelity, brief fine-tune distilled from the base (weight {d['weight']:g}), "
             f"≤ {t} FLOPs, {rep['candidates']} structures",
-            f"Spearman with the final: {rho}; pick regret {regret}", verdict)
+            f"Spearman with the final: {rho}; pick regret {regret}",
+            "; ".join(f"{k} steps: {verdict(d['spearman_gain'][k])}" for k in rungs)
+            + " (Spearman gain's 95% interval)")
 
 
 def zoo_table(d: dict[str, Any]) -> str:

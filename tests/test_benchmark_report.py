@@ -113,18 +113,18 @@ def test_fidelity_rows_compare_the_distilled_rung_with_the_plain_one(tmp_path):
     rep = {"candidates": 16, "spearman_vs_final": {"0": 0.5, "40": 0.6},
            "pick_regret": {"0": 0.01, "40": 0.004},
            "distilled": {"weight": 0.5, "spearman_vs_final": {"40": 0.7},
-                         "pick_regret": {"40": 0.0},
-                         "spearman_gain": {"40": {"mean": 0.1, "lo": -0.05, "hi": 0.25}}}}
+                         "pick_regret": {"40": 0.0}, "accuracy_gain": {"40": 0.031},
+                         "spearman_gain": {"40": {"point": 0.1, "lo": -0.05, "hi": 0.25}}}}
     (tmp_path / "fidelity_cifar10.json").write_text(json.dumps({
         "settings": {"dataset": "cifar10", "final_steps": 800},
         "targets": {"0.3": {"report": rep}}}))
     plain, distilled = table(tmp_path).splitlines()[-2:]
     assert "0 steps 0.50, 40 steps 0.60" in plain and "40: 0.40 pp" in plain
-    assert ("40 steps 0.70 (plain 0.60, gain +0.10 [-0.05, +0.25]); "
+    assert ("40 steps 0.70 (plain 0.60, gain +0.10 [-0.05, +0.25], holdout +3.10 pp); "
             "pick regret 40: 0.00 pp (plain 0.40)") in distilled
-    assert distilled.endswith("| no measurable gain in ranking |")
+    assert distilled.endswith("| 40 steps: no measurable gain (Spearman gain's 95% interval) |")
     rep["distilled"]["spearman_gain"]["40"]["lo"] = 0.02
     (tmp_path / "fidelity_cifar10.json").write_text(json.dumps({
         "settings": {"dataset": "cifar10", "final_steps": 800},
         "targets": {"0.3": {"report": rep}}}))
-    assert table(tmp_path).endswith("| ranks better (interval above 0) |")
+    assert table(tmp_path).endswith("| 40 steps: ranks better (Spearman gain's 95% interval) |")
