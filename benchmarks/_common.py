@@ -78,6 +78,14 @@ def _repo_relative(value: Any) -> Any:
     return value
 
 
+def write_progress(path: Path, data: Any) -> None:
+    """Write a progress file so that a run stopped mid-write leaves the previous one whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)
+
+
 def write_result(name: str, payload: dict[str, Any]) -> Path:
     payload = {"benchmark": name, "command": command(),
                "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine(),

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks._common import DEFAULT_DATA_ROOT, PROGRESS, write_result
+from benchmarks._common import DEFAULT_DATA_ROOT, PROGRESS, write_progress, write_result
 from benchmarks.pareto_quality import Bench, _bench, _init, final_accuracy
 from pruning import Evaluator, Fidelity
 
@@ -197,10 +197,7 @@ def main() -> None:
             jobs = [(n, g, scores.get(n, {"rungs": {}})) for n, g in todo]
             for name, row in pool.imap_unordered(score, jobs):
                 scores[name] = row
-                cache.parent.mkdir(parents=True, exist_ok=True)
-                tmp = cache.with_suffix(".tmp")  # a stopped write leaves the old cache whole
-                tmp.write_text(json.dumps(scores))
-                tmp.replace(cache)
+                write_progress(cache, scores)
                 dist = row.get("distilled", {}).get(w, {}) if args.distill else {}
                 print(f"{name:24s} " + " ".join(f"{row['rungs'][str(k)]:.3f}"
                                                 for k in args.rungs)

@@ -60,7 +60,6 @@ import fcntl
 import hashlib
 import json
 import multiprocessing as mp
-import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -76,6 +75,7 @@ from benchmarks._common import (
     PROGRESS,
     RESULTS,
     candidate_settings,
+    write_progress,
     write_result,
 )
 from benchmarks.base_models import (
@@ -429,9 +429,7 @@ class Store:
                 self.data[kind] = value
             else:
                 self.data.setdefault(kind, {})[key] = value
-            tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(self.data))
-            tmp.replace(self.path)
+            write_progress(self.path, self.data)
 
 
 def picks(args: argparse.Namespace, searches: dict[str, dict], singles: list[dict]
